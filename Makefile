@@ -1,0 +1,49 @@
+# Every target installs what it needs into .venv; nothing is installed by hand.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.deps-stamp
+CORE_STAMP := $(VENV)/.core-stamp
+RUST_SOURCES := $(shell find crates -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
+
+.PHONY: run test test-rust test-py lint bench build clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet "maturin==1.16.0" "aiohttp==3.14.5" "uvloop==0.23.0" "orjson==3.13.0" \
+	  "surrealdb==2.0.0" "cloudpickle==3.1.3" "typer==0.29.2" "rich==15.0.0" "nvidia-ml-py==13.615.71" \
+	  "pytest==9.2.0" "pytest-timeout==2.4.0" "ruff==0.17.6"
+	touch $(STAMP)
+
+# maturin develop builds apothic._core (release mode) and installs the package editable.
+$(CORE_STAMP): $(STAMP) $(RUST_SOURCES) pyproject.toml
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release --quiet
+	touch $(CORE_STAMP)
+
+build: $(CORE_STAMP)
+
+run: build
+	$(BIN)/apothic server start
+	$(BIN)/apothic run examples/hello.py
+
+test-rust:
+	cargo test --workspace --quiet
+
+test-py: build
+	$(BIN)/python -m pytest -q tests
+
+test: test-rust test-py
+
+lint: build
+	$(BIN)/ruff check python tests bench
+	cargo clippy --workspace --all-targets -- -D warnings
+
+bench: build
+	$(BIN)/pip install --quiet "pytest-benchmark==5.3.1"
+	$(BIN)/python bench/run_bench.py
+
+clean:
+	rm -rf $(VENV) target

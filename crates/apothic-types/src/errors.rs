@@ -1,0 +1,71 @@
+/// A stable, dotted error code. Adding a variant is fine; renaming one breaks clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    NotFound,
+    InvalidArgument,
+    QueueEmpty,
+    QueueLeaseLost,
+    Shutdown,
+    Internal,
+    DictCasConflict,
+    DictLeaseNotFound,
+    DictFenceStale,
+    DictCompacted,
+    LockNotHeld,
+    ElectionNotLeader,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::NotFound,
+        ErrorCode::InvalidArgument,
+        ErrorCode::QueueEmpty,
+        ErrorCode::QueueLeaseLost,
+        ErrorCode::Shutdown,
+        ErrorCode::Internal,
+        ErrorCode::DictCasConflict,
+        ErrorCode::DictLeaseNotFound,
+        ErrorCode::DictFenceStale,
+        ErrorCode::DictCompacted,
+        ErrorCode::LockNotHeld,
+        ErrorCode::ElectionNotLeader,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::InvalidArgument => "invalid_argument",
+            ErrorCode::QueueEmpty => "queue.empty",
+            ErrorCode::QueueLeaseLost => "queue.lease_lost",
+            ErrorCode::Shutdown => "shutdown",
+            ErrorCode::Internal => "internal",
+            ErrorCode::DictCasConflict => "dict.cas_conflict",
+            ErrorCode::DictLeaseNotFound => "dict.lease_not_found",
+            ErrorCode::DictFenceStale => "dict.fence_stale",
+            ErrorCode::DictCompacted => "dict.compacted",
+            ErrorCode::LockNotHeld => "lock.not_held",
+            ErrorCode::ElectionNotLeader => "election.not_leader",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_dotted_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let s = code.as_str();
+            assert!(seen.insert(s), "duplicate code {s}");
+            assert!(s.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == '.'), "{s}");
+        }
+    }
+}

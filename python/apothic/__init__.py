@@ -1,0 +1,21 @@
+"""Apothic: a self-hostable serverless runtime for Python that speaks Modal's API."""
+
+from apothic import exception
+from apothic.app import App, LocalEntrypoint
+from apothic.function import Function, FunctionCall
+from apothic.image import Image
+from apothic.job import Job, JobEvent
+from apothic.retries import Retries
+
+__all__ = [
+    "App",
+    "Function",
+    "FunctionCall",
+    "Image",
+    "Job",
+    "JobEvent",
+    "LocalEntrypoint",
+    "Retries",
+    "exception",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from apothic.cli.main import main
+
+main()

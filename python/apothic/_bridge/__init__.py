@@ -1,0 +1,1 @@
+"""The only package that imports `apothic._core` (house style C)."""

@@ -1,0 +1,36 @@
+"""`obj.method(...)` blocks; `await obj.method.aio(...)` does not. One async implementation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from functools import update_wrapper
+from typing import Any, Generic, TypeVar
+
+from apothic import _loop
+
+T = TypeVar("T")
+
+
+class _Bound(Generic[T]):
+    __slots__ = ("_fn", "_obj")
+
+    def __init__(self, fn: Callable[..., Coroutine[Any, Any, T]], obj: Any) -> None:
+        self._fn = fn
+        self._obj = obj
+
+    def __call__(self, *args: Any, **kwargs: Any) -> T:
+        return _loop.run(self._fn(self._obj, *args, **kwargs))
+
+    async def aio(self, *args: Any, **kwargs: Any) -> T:
+        return await _loop.run_async(self._fn(self._obj, *args, **kwargs))
+
+
+class dual(Generic[T]):  # noqa: N801 - used as a decorator
+    """Makes an `async def` method callable both ways."""
+
+    def __init__(self, fn: Callable[..., Coroutine[Any, Any, T]]) -> None:
+        self._fn = fn
+        update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __get__(self, obj: Any, owner: type | None = None) -> _Bound[T]:
+        return _Bound(self._fn, owner if obj is None else obj)

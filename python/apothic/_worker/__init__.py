@@ -1,0 +1,1 @@
+"""The worker agent and the container runtime it supervises."""

@@ -1,0 +1,281 @@
+"""The worker agent: dials out to the control plane, keeps one websocket session, and runs
+containers as child processes.
+
+It holds one blank container ready ahead of need, so a cold call costs a module import, not an
+interpreter start; it forwards output, results and exits, and heartbeats the calls it runs so
+that their leases stay held. If this process dies, the heartbeats stop, the leases expire and
+the control plane runs the calls elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import signal
+import socket
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from apothic import _wire
+from apothic._worker.capacity import capacity
+
+log = logging.getLogger("apothic.agent")
+
+
+@dataclass(eq=False)
+class ContainerProc:
+    proc: asyncio.subprocess.Process
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    id: str = ""
+    app: str | None = None
+    job: str | None = None
+    claim: int | None = None
+    stopping: bool = False
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
+        frame = _wire.pack(header, payload)
+        self.writer.write(len(frame).to_bytes(4, "big") + frame)
+
+    async def recv(self) -> tuple[dict[str, Any], bytes] | None:
+        try:
+            size = int.from_bytes(await self.reader.readexactly(4), "big")
+            return _wire.unpack(await self.reader.readexactly(size))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+
+    def kill(self) -> None:
+        self.stopping = True
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+
+
+class Agent:
+    def __init__(self, server: str, token: str, *, home: Path, provider: str, exit_with_parent: bool) -> None:
+        self.server = server.rstrip("/")
+        self.token = token
+        self.home = home
+        self.provider = provider
+        self.exit_with_parent = exit_with_parent
+        self.worker_id: str | None = None
+        self.containers: dict[str, ContainerProc] = {}
+        self.spare: asyncio.Task[ContainerProc] | None = None
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.http: aiohttp.ClientSession | None = None
+        self.stop = asyncio.Event()
+        self.outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self.heartbeat_s = float(os.environ.get("APOTHIC_HEARTBEAT_S", "1.0"))
+
+    # ---- the session -------------------------------------------------------------------
+    def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
+        # One writer task drains the outbox, so frames leave in the order they were sent.
+        if self.ws is not None and not self.ws.closed:
+            self.outbox.put_nowait(_wire.pack(header, payload))
+
+    async def _write(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            frame = await self.outbox.get()
+            await ws.send_bytes(frame)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        watchers = [asyncio.create_task(self._heartbeats())]
+        if self.exit_with_parent:
+            watchers.append(asyncio.create_task(self._watch_parent(os.getppid())))
+        self.http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"})
+        self.spare = asyncio.create_task(self._spawn())
+        delay = 0.1
+        try:
+            while not self.stop.is_set():
+                try:
+                    await self._session()
+                    delay = 0.1
+                except aiohttp.WSServerHandshakeError as e:
+                    if e.status in (401, 403):
+                        log.error("the control plane refused this worker's token; exiting")
+                        return
+                    log.warning("session handshake failed: %s", e)
+                except (aiohttp.ClientError, OSError) as e:
+                    log.warning("control plane unreachable: %s", e)
+                self._kill_all()  # the control plane forgets a lost session's containers
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), delay)
+                delay = min(delay * 2, 5.0)
+        finally:
+            for w in watchers:
+                w.cancel()
+            self._kill_all()
+            if self.spare is not None:
+                spare = await self.spare
+                spare.kill()
+            await self.http.close()
+
+    async def _session(self) -> None:
+        assert self.http is not None
+        async with self.http.ws_connect(f"{self.server}/v1/workers/session", heartbeat=10.0, max_msg_size=0) as ws:
+            self.ws = ws
+            self.outbox = asyncio.Queue()
+            writer = asyncio.create_task(self._write(ws))
+            self.send({"t": "hello", "worker": self.worker_id, "pid": os.getpid(), "provider": self.provider,
+                       "capacity": capacity(self.home)})
+            stopper = asyncio.create_task(self.stop.wait())
+            try:
+                while True:
+                    receive = asyncio.create_task(ws.receive())
+                    done, _ = await asyncio.wait({receive, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    if stopper in done:
+                        receive.cancel()
+                        return
+                    msg = receive.result()
+                    if msg.type != aiohttp.WSMsgType.BINARY:
+                        return  # closed or errored: reconnect
+                    header, payload = _wire.unpack(msg.data)
+                    await self._handle(header, payload)
+            finally:
+                stopper.cancel()
+                writer.cancel()
+                self.ws = None
+
+    async def _handle(self, header: dict[str, Any], payload: bytes) -> None:
+        kind = header["t"]
+        if kind == "welcome":
+            self.worker_id = header["worker"]
+            log.info("connected as %s", self.worker_id)
+        elif kind == "start_container":
+            asyncio.create_task(self._start_container(header))
+        elif kind == "run":
+            ct = self.containers.get(header["container"])
+            if ct is None or ct.proc.returncode is not None:
+                self.send({"t": "container_exited", "container": header["container"], "returncode": None})
+                return
+            ct.job, ct.claim = header["job"], header["claim"]
+            ct.send({"t": "run", "job": header["job"]}, payload)
+            self.send({"t": "started", "job": header["job"], "container": ct.id})
+        elif kind == "stop_container":
+            ct = self.containers.pop(header["container"], None)
+            if ct is not None:
+                ct.kill()
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            running = [[c.job, c.claim] for c in self.containers.values() if c.job is not None]
+            self.send({"t": "heartbeat", "running": running})
+
+    async def _watch_parent(self, parent: int) -> None:
+        while os.getppid() == parent:
+            await asyncio.sleep(0.5)
+        log.warning("the process that started this agent is gone; exiting")
+        self.stop.set()
+
+    def _kill_all(self) -> None:
+        for ct in self.containers.values():
+            ct.kill()
+        self.containers.clear()
+
+    # ---- containers --------------------------------------------------------------------
+    async def _spawn(self) -> ContainerProc:
+        parent, child = socket.socketpair()
+        env = os.environ | {"APOTHIC_CONTAINER_FD": str(child.fileno()), "PYTHONUNBUFFERED": "1"}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "apothic._worker.container",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            pass_fds=(child.fileno(),), env=env, start_new_session=True,
+        )
+        child.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent)
+        return ContainerProc(proc=proc, reader=reader, writer=writer)
+
+    async def _take_spare(self) -> ContainerProc:
+        spare = self.spare
+        self.spare = asyncio.create_task(self._spawn())
+        ct = await spare if spare is not None else await self._spawn()
+        if ct.proc.returncode is not None:
+            ct = await self._spawn()
+        return ct
+
+    async def _start_container(self, header: dict[str, Any]) -> None:
+        container_id = header["container"]
+        try:
+            bundle_dir = await self._bundle(header["bundle"])
+        except Exception as e:
+            self.send({"t": "container_failed", "container": container_id, "error": f"bundle fetch failed: {e}"})
+            return
+        ct = await self._take_spare()
+        ct.id, ct.app = container_id, header.get("app")
+        self.containers[container_id] = ct
+        ct.tasks = [
+            asyncio.create_task(self._pump_frames(ct)),
+            asyncio.create_task(self._pump_pipe(ct, ct.proc.stdout, "stdout")),
+            asyncio.create_task(self._pump_pipe(ct, ct.proc.stderr, "stderr")),
+            asyncio.create_task(self._watch_exit(ct)),
+        ]
+        ct.send({"t": "load", "bundle_dir": str(bundle_dir), "module": header["module"],
+                 "qualname": header["qualname"]})
+
+    async def _pump_frames(self, ct: ContainerProc) -> None:
+        while (message := await ct.recv()) is not None:
+            header, payload = message
+            kind = header["t"]
+            if kind == "ready":
+                self.send({"t": "container_ready", "container": ct.id})
+            elif kind == "load_failed":
+                ct.stopping = True
+                self.containers.pop(ct.id, None)
+                self.send({"t": "container_failed", "container": ct.id, "error": header.get("error", "")})
+            elif kind == "output":
+                self.send({"t": "log", "job": header.get("job"), "app": ct.app, "container": ct.id,
+                           "stream": header["stream"]}, payload)
+            elif kind == "result":
+                job, claim = ct.job, ct.claim
+                ct.job = ct.claim = None
+                self.send({"t": "result", "job": job, "claim": claim, "container": ct.id, "ok": header["ok"],
+                           "error": header.get("error")}, payload)
+
+    async def _pump_pipe(self, ct: ContainerProc, pipe: asyncio.StreamReader | None, stream: str) -> None:
+        if pipe is None:
+            return
+        while line := await pipe.readline():
+            self.send({"t": "log", "job": ct.job, "app": ct.app, "container": ct.id, "stream": stream}, line)
+
+    async def _watch_exit(self, ct: ContainerProc) -> None:
+        code = await ct.proc.wait()
+        if not ct.stopping:
+            self.containers.pop(ct.id, None)
+            self.send({"t": "container_exited", "container": ct.id, "returncode": code})
+
+    async def _bundle(self, digest: str) -> Path:
+        """The extracted code bundle, fetched once per host and cached by content hash."""
+        target = self.home / "worker" / "bundles" / digest
+        if target.exists():
+            return target
+        assert self.http is not None
+        async with self.http.get(f"{self.server}/v1/blobs/{digest}", headers={"X-Apothic-Worker": "1"}) as r:
+            if r.status != 200:
+                raise RuntimeError(f"HTTP {r.status}: {await r.text()}")
+            data = await r.read()
+        tmp = target.with_name(f"{digest}.tmp{os.getpid()}")
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            archive.extractall(tmp)
+        with contextlib.suppress(OSError):
+            os.replace(tmp, target)
+        return target
+
+
+def run_agent(server: str, token: str, *, home: Path, provider: str, exit_with_parent: bool) -> None:
+    import uvloop
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvloop.run(Agent(server, token, home=home, provider=provider, exit_with_parent=exit_with_parent).run())

@@ -1,0 +1,165 @@
+"""Apps: the packaging unit. `@app.function`, `@app.local_entrypoint`, `app.run()`, `app.deploy()`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from apothic import _bundle, _loop
+from apothic._client import Client, get_client
+from apothic.exception import InvalidError
+from apothic.function import Function, validate_options
+from apothic.image import Image
+from apothic.retries import Retries
+
+_LOG_DRAIN_S = 2.0
+
+
+class LocalEntrypoint:
+    def __init__(self, raw_f: Callable[..., Any], app: App) -> None:
+        self.raw_f = raw_f
+        self.app = app
+        self.__name__ = raw_f.__name__
+        self.__doc__ = raw_f.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.raw_f(*args, **kwargs)
+
+
+class App:
+    def __init__(self, name: str | None = None, *, image: Image | None = None) -> None:
+        self.name = name
+        self.image = image
+        self.app_id: str | None = None
+        self.registered_functions: dict[str, Function] = {}
+        self.registered_entrypoints: dict[str, LocalEntrypoint] = {}
+        self._module: Any = None
+
+    def __repr__(self) -> str:
+        return f"App({self.name!r})"
+
+    def function(
+        self,
+        _warn_parentheses_missing: Any = None,
+        *,
+        image: Image | None = None,
+        timeout: float | None = None,
+        retries: int | Retries | None = None,
+        min_containers: int | None = None,
+        max_containers: int | None = None,
+        scaledown_window: float | None = None,
+        cpu: float | None = None,
+        memory: int | None = None,
+        gpu: str | list[str] | None = None,
+        name: str | None = None,
+        serialized: bool = False,
+    ) -> Callable[[Callable[..., Any]], Function]:
+        if _warn_parentheses_missing is not None:
+            raise InvalidError("use @app.function() with parentheses")
+        if serialized:
+            raise InvalidError("serialized=True cannot be honoured yet: functions are imported by module")
+        if isinstance(retries, int) and not isinstance(retries, bool):
+            retries = Retries(max_retries=retries)
+        if retries is not None and not isinstance(retries, Retries):
+            raise InvalidError("retries must be an int or apothic.Retries")
+        (image or self.image or Image.debian_slim()).check_supported()
+
+        def wrap(raw_f: Callable[..., Any]) -> Function:
+            fname = name or raw_f.__name__
+            if "<locals>" in raw_f.__qualname__:
+                raise InvalidError(f"{fname}: functions must be defined at module level")
+            options = {"timeout": timeout, "retries": retries.wire() if retries else None,
+                       "min_containers": min_containers, "max_containers": max_containers,
+                       "scaledown_window": scaledown_window, "cpu": cpu, "memory": memory, "gpu": gpu}
+            validate_options(fname, options)
+            fn = Function(raw_f, name=fname, app=self, options={k: v for k, v in options.items() if v is not None})
+            fn._qualname = raw_f.__qualname__  # type: ignore[attr-defined]
+            self._module = sys.modules.get(raw_f.__module__)
+            self.registered_functions[fname] = fn
+            return fn
+
+        return wrap
+
+    def local_entrypoint(self, _warn_parentheses_missing: Any = None, *, name: str | None = None
+                         ) -> Callable[[Callable[..., Any]], LocalEntrypoint]:
+        if _warn_parentheses_missing is not None:
+            raise InvalidError("use @app.local_entrypoint() with parentheses")
+
+        def wrap(raw_f: Callable[..., Any]) -> LocalEntrypoint:
+            entry = LocalEntrypoint(raw_f, self)
+            self.registered_entrypoints[name or raw_f.__name__] = entry
+            if self._module is None:
+                self._module = sys.modules.get(raw_f.__module__)
+            return entry
+
+        return wrap
+
+    # ---- registration -------------------------------------------------------------------
+    async def _register(self, mode: str) -> Client:
+        if self._module is None or not self.registered_functions:
+            raise InvalidError(f"app {self.name!r} has no functions to run")
+        client = await get_client()
+        digest, data = _bundle.build(self._module)
+        exists = await client.json("GET", f"/v1/blobs/{digest}/exists")
+        if not exists["exists"]:
+            await client.request("PUT", f"/v1/blobs/{digest}", data=data)
+        module_name = _bundle.module_name_for(self._module)
+        functions = [{"name": n, "module": module_name, "qualname": f._qualname, "options": f.options}  # type: ignore[attr-defined]
+                     for n, f in self.registered_functions.items()]
+        name = self.name or module_name
+        created = await client.json("POST", "/v1/apps", json={"name": name, "mode": mode, "bundle_hash": digest,
+                                                               "functions": functions})
+        self.app_id = created["app_id"]
+        for fname, function_id in created["functions"].items():
+            self.registered_functions[fname]._function_id = function_id
+        return client
+
+    async def _stop(self, client: Client) -> None:
+        if self.app_id is not None:
+            await client.json("POST", f"/v1/apps/{self.app_id}/stop")
+        for fn in self.registered_functions.values():
+            fn._function_id = None
+
+    @contextlib.contextmanager
+    def run(self, *, show_output: bool = True) -> Iterator[App]:
+        """Runs an ephemeral app for the duration of the block; prints its remote output."""
+        client = _loop.run(self._register("ephemeral"))
+        printer = asyncio.run_coroutine_threadsafe(self._print_logs(client), _loop.loop()) if show_output else None
+        try:
+            yield self
+        finally:
+            if printer is not None:
+                _loop.run(self._drain_logs(client, printer))
+            _loop.run(self._stop(client))
+            self.app_id = None
+
+    def deploy(self, name: str | None = None) -> App:
+        if name:
+            self.name = name
+        _loop.run(self._register("deployed"))
+        return self
+
+    # ---- remote output at the caller's terminal ------------------------------------------
+    async def _print_logs(self, client: Client) -> None:
+        self._printed_revision = 0
+        async for line in client.stream(f"/v1/apps/{self.app_id}/logs", {"after": "0"}):
+            stream = sys.stderr if line.get("stream") == "stderr" else sys.stdout
+            stream.write(line["text"])
+            stream.flush()
+            self._printed_revision = line["revision"]
+
+    async def _drain_logs(self, client: Client, printer: Any) -> None:
+        """Waits until everything logged so far has been printed (bounded), then stops printing."""
+        health = await client.json("GET", "/v1/health")
+        target = health["revision"]
+        deadline = time.monotonic() + _LOG_DRAIN_S
+        while not printer.done() and time.monotonic() < deadline:
+            logged = await client.json("GET", f"/v1/apps/{self.app_id}/logs/revision")
+            if logged["revision"] == 0 or getattr(self, "_printed_revision", 0) >= min(target, logged["revision"]):
+                break
+            await asyncio.sleep(0.02)
+        printer.cancel()

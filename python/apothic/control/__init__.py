@@ -1,0 +1,1 @@
+"""The control plane: one aiohttp application owning durable state, scheduling and the API."""

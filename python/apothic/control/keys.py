@@ -1,0 +1,19 @@
+"""Every aiohttp AppKey of the control plane, in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from apothic.control.auth import Auth
+from apothic.control.config import ServerConfig
+from apothic.control.hub import Hub
+from apothic.control.providers.local import LocalProvider
+from apothic.control.scheduler import Scheduler
+from apothic.control.store import Store
+
+CONFIG = web.AppKey("config", ServerConfig)
+STORE = web.AppKey("store", Store)
+HUB = web.AppKey("hub", Hub)
+SCHEDULER = web.AppKey("scheduler", Scheduler)
+AUTH = web.AppKey("auth", Auth)
+LOCAL_PROVIDER = web.AppKey("local_provider", LocalProvider)

@@ -1,0 +1,1 @@
+"""Capacity providers: where worker agents come from."""

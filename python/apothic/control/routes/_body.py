@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from apothic.exception import MalformedRequestError
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise MalformedRequestError(f"request body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise MalformedRequestError("request body must be a JSON object")
+    return body
+
+
+def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, required: bool = True) -> Any:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise MalformedRequestError(f"missing field {name!r}")
+        return None
+    if not isinstance(value, kind):
+        raise MalformedRequestError(f"field {name!r} has the wrong type")
+    return value
+
+
+def float_param(request: web.Request, name: str, default: float) -> float:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise MalformedRequestError(f"query parameter {name!r} must be a number") from None
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")

@@ -1,0 +1,95 @@
+"""Worker agents: the list, and the one websocket session each agent dials out to."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from apothic import _ids, _wire
+from apothic.control import keys
+from apothic.control.middlewares import error_response
+from apothic.control.model import WorkerHandle
+from apothic.control.routes._body import json_response
+from apothic.control.scheduler import Scheduler
+from apothic.exception import Error
+
+routes = web.RouteTableDef()
+log = logging.getLogger("apothic.sessions")
+
+
+@routes.get("/v1/workers")
+async def list_workers(request: web.Request) -> web.Response:
+    workers = request.app[keys.SCHEDULER].workers.values()
+    return json_response([w.summary() for w in workers])
+
+
+@routes.get("/v1/workers/session")
+async def worker_session(request: web.Request) -> web.StreamResponse:
+    try:
+        await request.app[keys.AUTH].authenticate(request.headers.get("Authorization"), kind="worker")
+    except Error as e:
+        return error_response(e.code, e.message, e.http_status)
+    ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=0)
+    await ws.prepare(request)
+    scheduler = request.app[keys.SCHEDULER]
+    outbox: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def writer() -> None:
+        while True:
+            frame = await outbox.get()
+            await ws.send_bytes(frame)
+
+    worker: WorkerHandle | None = None
+    write_task = asyncio.create_task(writer())
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.BINARY:
+                continue
+            header, payload = _wire.unpack(msg.data)
+            if header["t"] == "hello":
+                worker = WorkerHandle(
+                    id=header.get("worker") or _ids.new_id("worker"),
+                    send=lambda h, p=b"": outbox.put_nowait(_wire.pack(h, p)),
+                    capacity=header.get("capacity") or {},
+                    pid=header.get("pid"),
+                    provider=header.get("provider", "manual"),
+                )
+                worker.send({"t": "welcome", "worker": worker.id})
+                scheduler.worker_connected(worker)
+                log.info("worker %s connected (pid %s)", worker.id, worker.pid)
+            elif worker is not None:
+                await _handle(scheduler, worker, header, payload)
+    finally:
+        write_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await write_task
+        if worker is not None:
+            log.info("worker %s disconnected", worker.id)
+            scheduler.worker_disconnected(worker.id)
+    return ws
+
+
+async def _handle(scheduler: Scheduler, worker: WorkerHandle, header: dict[str, Any], payload: bytes) -> None:
+    kind = header["t"]
+    if kind == "heartbeat":
+        scheduler.heartbeat(worker.id, header.get("running") or [])
+    elif kind == "started":
+        scheduler.job_started(header["job"], header["container"])
+    elif kind == "result":
+        await scheduler.job_result(header["job"], header["claim"], header["container"], header["ok"],
+                                   payload, header.get("error"))
+    elif kind == "log":
+        scheduler.log(header.get("job"), header.get("app"), header["container"], header["stream"],
+                      payload.decode("utf-8", "replace"))
+    elif kind == "container_ready":
+        scheduler.container_ready(header["container"])
+    elif kind == "container_failed":
+        await scheduler.container_failed(header["container"], header.get("error", ""))
+    elif kind == "container_exited":
+        await scheduler.container_exited(header["container"], header.get("returncode"))
+    else:
+        log.warning("worker %s sent an unknown frame %r", worker.id, kind)

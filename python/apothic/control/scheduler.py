@@ -1,0 +1,498 @@
+"""The scheduler actor: jobs, the function queues of the Rust core, containers and workers.
+
+Everything here runs on the control plane's one event loop and is reached only through these
+methods, so no state is shared with another task and nothing needs a lock. Each function's
+pending calls live in a `QueueEngine` (Rust): a dispatch is a claim with a lease, a worker's
+heartbeat renews it, and a worker that vanishes lets it expire so the call runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from apothic import _ids
+from apothic.control.hub import Hub
+from apothic.control.model import (
+    TERMINAL,
+    Container,
+    FunctionRuntime,
+    FunctionSpec,
+    Job,
+    WorkerHandle,
+    summary_of_record,
+)
+from apothic.control.store import Store
+from apothic.exception import InvalidError, NotFoundError, OutputExpiredError
+
+log = logging.getLogger("apothic.scheduler")
+
+
+class Scheduler:
+    def __init__(self, store: Store, hub: Hub, *, lease_ms: int) -> None:
+        self.store = store
+        self.hub = hub
+        self.lease_ms = lease_ms
+        self.functions: dict[str, FunctionRuntime] = {}
+        self.jobs: dict[str, Job] = {}
+        self.workers: dict[str, WorkerHandle] = {}
+        self.containers: dict[str, Container] = {}
+        self.live_apps: dict[str, str] = {}  # app id -> mode (ephemeral | deployed)
+        self.last_log_revision: dict[str, int] = {}  # app id -> revision of its latest log line
+        self.capacity_wanted = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ---- start-up: rebuild hot state from the store ------------------------------------
+    async def restore(self) -> None:
+        for app in await self.store.live_apps():
+            self.live_apps[app["id"]] = app.get("mode", "ephemeral")
+            for row in await self.store.functions_of(app["id"]):
+                spec = FunctionSpec.from_record(row)
+                self.functions[spec.id] = FunctionRuntime.create(spec)
+        for row in await self.store.unfinished_jobs():
+            fn = self.functions.get(row["function"])
+            job = self._job_from_record(row)
+            if fn is None:
+                # Its app was stopped while the server was down; nothing will run it.
+                await self._finish(job, "cancelled", error={"code": "function.cancelled",
+                                                            "message": "the app was stopped"})
+                continue
+            self.jobs[job.id] = job
+            job.status = "queued"
+            job.item_id = fn.queue.restore(job.id.encode(), job.attempts)
+        log.info("restored %d functions and %d unfinished jobs", len(self.functions), len(self.jobs))
+
+    @staticmethod
+    def _job_from_record(row: dict[str, Any]) -> Job:
+        return Job(
+            id=row["id"],
+            function_id=row["function"],
+            app_id=row["app"],
+            account=row["account"],
+            status=row["status"],
+            attempts=int(row.get("attempts") or 0),
+            created_at=float(row["created_at"]),
+            args=row.get("args") or b"",
+            updated_at=float(row.get("updated_at") or 0.0),
+        )
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- apps --------------------------------------------------------------------------
+    async def register_app(self, app: dict[str, Any], specs: list[FunctionSpec]) -> None:
+        await self.store.save_app(app, [s.record() for s in specs])
+        self.live_apps[app["id"]] = app["mode"]
+        for spec in specs:
+            self.functions[spec.id] = FunctionRuntime.create(spec)
+            self._pump(self.functions[spec.id])
+
+    async def stop_app(self, app_id: str) -> None:
+        self.live_apps.pop(app_id, None)
+        await self.store.set_app_state(app_id, "stopped")
+        for fn in [f for f in self.functions.values() if f.spec.app_id == app_id]:
+            fn.live = False
+            for job in [j for j in self.jobs.values() if j.function_id == fn.spec.id]:
+                await self._cancel(job, fn, "the app was stopped")
+            for ct in list(fn.containers.values()):
+                self._stop_container(ct)
+            del self.functions[fn.spec.id]
+
+    # ---- jobs --------------------------------------------------------------------------
+    async def submit(self, function_id: str, account: str, payloads: list[bytes]) -> list[str]:
+        fn = self.functions.get(function_id)
+        if fn is None or fn.spec.account != account:
+            raise NotFoundError(f"function {function_id} is not running or deployed", code="function.not_found")
+        now = time.time()
+        jobs, records, events = [], [], []
+        for payload in payloads:
+            job = Job(
+                id=_ids.new_id("function_call"),
+                function_id=function_id,
+                app_id=fn.spec.app_id,
+                account=account,
+                status="queued",
+                attempts=0,
+                created_at=now,
+                args=payload,
+                updated_at=now,
+            )
+            jobs.append(job)
+            records.append({
+                "id": job.id, "function": function_id, "app": job.app_id, "account": account,
+                "status": "queued", "attempts": 0, "args": payload, "created_at": now, "updated_at": now,
+            })
+            events.append(self._event(job, "queued"))
+        # Acknowledged means durable: the ids go back only once the jobs are on disk.
+        await self.store.create_jobs(records, events)
+        for job, event in zip(jobs, events, strict=True):
+            self.jobs[job.id] = job
+            job.item_id = fn.queue.put(job.id.encode())
+            self.hub.publish(f"job:{job.id}", event)
+        self._pump(fn)
+        return [job.id for job in jobs]
+
+    def _event(self, job: Job, kind: str, **detail: Any) -> dict[str, Any]:
+        return {
+            "job": job.id,
+            "app": job.app_id,
+            "type": kind,
+            "revision": self.hub.next_revision(),
+            "time": time.time(),
+            "attempt": job.attempts,
+            "worker": job.worker_id,
+            "detail": detail or None,
+        }
+
+    def _note(self, job: Job, kind: str, status: str, **detail: Any) -> None:
+        """An intermediate event: published now, written behind (nobody was promised it)."""
+        job.status = status
+        job.updated_at = time.time()
+        event = self._event(job, kind, **detail)
+        self.store.record_event_nowait(event, {
+            "status": status, "attempts": job.attempts, "worker": job.worker_id, "updated_at": job.updated_at,
+        })
+        self.hub.publish(f"job:{job.id}", event)
+
+    async def _finish(self, job: Job, status: str, *, result: bytes | None = None,
+                      error: dict[str, str] | None = None) -> None:
+        job.status = status
+        job.result = result
+        job.error = error
+        job.updated_at = time.time()
+        job.deadline = None
+        event = self._event(job, status, **({"error": error} if error else {}))
+        await self.store.record_event(event, {
+            "status": status, "attempts": job.attempts, "worker": job.worker_id, "result": result,
+            "error": error, "updated_at": job.updated_at,
+        })
+        job.done.set()
+        self.hub.publish(f"job:{job.id}", event)
+        self.jobs.pop(job.id, None)
+
+    async def job_summary(self, job_id: str, account: str) -> dict[str, Any]:
+        job = self.jobs.get(job_id)
+        if job is not None and job.account == account:
+            return job.summary()
+        row = await self.store.get_job(job_id)
+        if row is None or row.get("account") != account:
+            raise NotFoundError(f"no job {job_id}", code="job.not_found")
+        return summary_of_record(row)
+
+    async def wait(self, job_id: str, account: str, timeout: float) -> dict[str, Any]:
+        """Waits up to `timeout` for a job to end; returns its record (with result bytes)."""
+        job = self.jobs.get(job_id)
+        if job is not None and job.account == account:
+            try:
+                await asyncio.wait_for(job.done.wait(), timeout)
+            except TimeoutError:
+                raise OutputExpiredError(f"job {job_id} is still {job.status}") from None
+        row = await self.store.get_job(job_id)
+        if row is None or row.get("account") != account:
+            raise NotFoundError(f"no job {job_id}", code="job.not_found")
+        if row.get("status") not in TERMINAL:
+            # Finished in memory but the record is behind, or not loaded: report as pending.
+            raise OutputExpiredError(f"job {job_id} is still {row.get('status')}")
+        return row
+
+    async def cancel(self, job_id: str, account: str) -> dict[str, Any]:
+        job = self.jobs.get(job_id)
+        if job is None or job.account != account:
+            return await self.job_summary(job_id, account)  # already ended, or not found
+        fn = self.functions.get(job.function_id)
+        await self._cancel(job, fn, "cancelled by the caller")
+        return job.summary()
+
+    async def _cancel(self, job: Job, fn: FunctionRuntime | None, why: str) -> None:
+        if fn is not None and job.item_id is not None:
+            try:
+                fn.queue.remove(job.item_id)
+            except NotFoundError:
+                pass
+        if job.container_id and job.container_id in self.containers:
+            self._stop_container(self.containers[job.container_id])
+        await self._finish(job, "cancelled", error={"code": "function.cancelled", "message": why})
+
+    # ---- dispatch ----------------------------------------------------------------------
+    def _pump(self, fn: FunctionRuntime) -> None:
+        if not fn.live:
+            return
+        for ct in list(fn.containers.values()):
+            if ct.state != "idle":
+                continue
+            claim, expired = fn.queue.claim(self.lease_ms)
+            self._on_expired(fn, expired)
+            if claim is None:
+                break
+            job = self.jobs.get(claim.payload.decode())
+            if job is None or job.status in TERMINAL:
+                fn.queue.ack(claim.claim_id)
+                continue
+            self._assign(fn, job, ct, claim.claim_id, claim.delivery_count)
+        waiting = len(fn.queue) - fn.queue.in_flight()
+        total = len(fn.containers)
+        starting = fn.count("starting")
+        want = max(fn.spec.min_containers - total, min(waiting - starting, fn.spec.max_containers - total))
+        for _ in range(max(0, want)):
+            if not self._start_container(fn):
+                break
+
+    def _assign(self, fn: FunctionRuntime, job: Job, ct: Container, claim_id: int, delivery: int) -> None:
+        worker = self.workers[ct.worker_id]
+        ct.state, ct.job_id = "busy", job.id
+        job.claim_id, job.container_id, job.worker_id = claim_id, ct.id, worker.id
+        job.attempts = delivery
+        job.deadline = time.monotonic() + fn.spec.timeout_s
+        self._note(job, "assigned", "running", container=ct.id)
+        worker.send({"t": "run", "job": job.id, "claim": claim_id, "container": ct.id}, job.args)
+
+    def _eligible(self, fn: FunctionRuntime, worker: WorkerHandle) -> bool:
+        cap = worker.capacity
+        cpu = fn.spec.options.get("cpu")
+        memory = fn.spec.options.get("memory")
+        if cpu is not None and float(cpu) > float(cap.get("cpu", 0)):
+            return False
+        return memory is None or int(memory) <= int(cap.get("memory_mb", 0))
+
+    def _start_container(self, fn: FunctionRuntime) -> bool:
+        candidates = [w for w in self.workers.values() if self._eligible(fn, w)]
+        if not candidates:
+            self.capacity_wanted.set()
+            return False
+        worker = min(candidates, key=lambda w: len(w.containers))
+        ct = Container(id=_ids.new_id("container"), function_id=fn.spec.id, worker_id=worker.id)
+        fn.containers[ct.id] = ct
+        self.containers[ct.id] = ct
+        worker.containers.add(ct.id)
+        spec = fn.spec
+        worker.send({
+            "t": "start_container", "container": ct.id, "function": spec.id, "app": spec.app_id,
+            "bundle": spec.bundle_hash, "module": spec.module, "qualname": spec.qualname,
+        }, b"")
+        return True
+
+    def _stop_container(self, ct: Container) -> None:
+        self._drop_container(ct)
+        worker = self.workers.get(ct.worker_id)
+        if worker is not None:
+            worker.send({"t": "stop_container", "container": ct.id}, b"")
+
+    def _drop_container(self, ct: Container) -> None:
+        self.containers.pop(ct.id, None)
+        fn = self.functions.get(ct.function_id)
+        if fn is not None:
+            fn.containers.pop(ct.id, None)
+        worker = self.workers.get(ct.worker_id)
+        if worker is not None:
+            worker.containers.discard(ct.id)
+
+    def unplaceable_reason(self, fn: FunctionRuntime) -> str | None:
+        """Why no connected worker could ever run this function, if that is so."""
+        if not self.workers or any(self._eligible(fn, w) for w in self.workers.values()):
+            return None
+        best = max(self.workers.values(), key=lambda w: w.capacity.get("cpu", 0))
+        return (f"asks for cpu={fn.spec.options.get('cpu')} memory={fn.spec.options.get('memory')} MiB, but "
+                f"the largest worker has cpu={best.capacity.get('cpu')} memory={best.capacity.get('memory_mb')} MiB")
+
+    # ---- attempts ending ---------------------------------------------------------------
+    async def _attempt_failed(self, job: Job, fn: FunctionRuntime | None, error: dict[str, str],
+                              result: bytes | None) -> None:
+        """Retries the call while retries remain, else ends it as failed."""
+        claim_id, job.claim_id, job.container_id, job.deadline = job.claim_id, None, None, None
+        policy = fn.spec.retry if fn is not None else None
+        if fn is not None and policy is not None and claim_id is not None and job.attempts <= policy.max_retries:
+            delay = policy.delay_after(job.attempts)
+            try:
+                fn.queue.release(claim_id, int(delay * 1000))
+            except Exception:
+                return  # lease already gone: the expiry path has re-queued it
+            self._note(job, "retrying", "queued", error=error, delay=delay)
+            return
+        if fn is not None and claim_id is not None:
+            try:
+                fn.queue.ack(claim_id)
+            except Exception:
+                pass
+        await self._finish(job, "failed", result=result, error=error)
+
+    def _on_expired(self, fn: FunctionRuntime, expired: list[Any]) -> None:
+        for e in expired:
+            job = next((j for j in self.jobs.values() if j.claim_id == e.claim_id), None)
+            if job is None:
+                continue
+            if job.container_id and job.container_id in self.containers:
+                # The worker kept the container but stopped renewing: make sure it stops too,
+                # so the call never runs twice at once.
+                self._stop_container(self.containers[job.container_id])
+            job.claim_id, job.container_id, job.deadline = None, None, None
+            error = {"code": "execution.failed",
+                     "message": f"lost worker {job.worker_id}: its lease expired after attempt {job.attempts}"}
+            if e.dead_lettered:
+                self._spawn(self._finish(job, "failed", error=error))
+            else:
+                self._note(job, "retrying", "queued", error=error, delay=0)
+
+    # ---- events from worker sessions -------------------------------------------------
+    def worker_connected(self, worker: WorkerHandle) -> None:
+        self.workers[worker.id] = worker
+        for fn in list(self.functions.values()):
+            self._pump(fn)
+
+    def worker_disconnected(self, worker_id: str) -> None:
+        worker = self.workers.pop(worker_id, None)
+        if worker is None:
+            return
+        for cid in list(worker.containers):
+            ct = self.containers.get(cid)
+            if ct is not None:
+                self._drop_container(ct)
+        # Calls it was running stay claimed until their leases expire (see tick).
+        for fn in list(self.functions.values()):
+            self._pump(fn)
+
+    def heartbeat(self, worker_id: str, running: list[list[Any]]) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return
+        worker.last_heartbeat = time.monotonic()
+        for job_id, claim_id in running:
+            job = self.jobs.get(job_id)
+            fn = self.functions.get(job.function_id) if job else None
+            if job is None or fn is None or job.claim_id != claim_id:
+                continue
+            try:
+                fn.queue.renew(claim_id, self.lease_ms)
+            except Exception:
+                pass  # the lease is already lost; the expiry path handles the job
+
+    def container_ready(self, container_id: str) -> None:
+        ct = self.containers.get(container_id)
+        if ct is None:
+            return
+        ct.state, ct.idle_since = "idle", time.monotonic()
+        fn = self.functions.get(ct.function_id)
+        if fn is not None:
+            self._pump(fn)
+
+    async def container_failed(self, container_id: str, message: str) -> None:
+        """The function's module could not be loaded: every waiting call fails with why."""
+        ct = self.containers.get(container_id)
+        if ct is None:
+            return
+        self._drop_container(ct)
+        fn = self.functions.get(ct.function_id)
+        if fn is None:
+            return
+        error = {"code": "execution.failed", "message": f"could not load {fn.spec.name}: {message}"}
+        for job in [j for j in self.jobs.values() if j.function_id == fn.spec.id and j.claim_id is None]:
+            if job.item_id is not None:
+                try:
+                    fn.queue.remove(job.item_id)
+                except NotFoundError:
+                    pass
+            await self._finish(job, "failed", error=error)
+
+    async def container_exited(self, container_id: str, returncode: int | None) -> None:
+        ct = self.containers.get(container_id)
+        if ct is None:
+            return
+        self._drop_container(ct)
+        fn = self.functions.get(ct.function_id)
+        job = self.jobs.get(ct.job_id) if ct.job_id else None
+        if job is not None and job.container_id == ct.id:
+            error = {"code": "execution.failed",
+                     "message": f"container {ct.id} exited with code {returncode} during attempt {job.attempts}"}
+            await self._attempt_failed(job, fn, error, None)
+        if fn is not None:
+            self._pump(fn)
+
+    def job_started(self, job_id: str, container_id: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is not None and job.container_id == container_id:
+            self._note(job, "started", "running", container=container_id)
+
+    async def job_result(self, job_id: str, claim_id: int, container_id: str, ok: bool,
+                         payload: bytes, error: dict[str, str] | None) -> None:
+        ct = self.containers.get(container_id)
+        if ct is not None:
+            ct.state, ct.job_id, ct.idle_since = "idle", None, time.monotonic()
+        job = self.jobs.get(job_id)
+        fn = self.functions.get(ct.function_id) if ct else (self.functions.get(job.function_id) if job else None)
+        if job is not None and job.claim_id == claim_id:
+            if ok:
+                claim, job.claim_id, job.deadline = job.claim_id, None, None
+                try:
+                    if fn is not None and claim is not None:
+                        fn.queue.ack(claim)
+                    await self._finish(job, "succeeded", result=payload)
+                except Exception:
+                    pass  # the lease was lost meanwhile: the redelivery's result counts
+            else:
+                await self._attempt_failed(job, fn, error or {"code": "remote.error", "message": "failed"},
+                                           payload)
+        if fn is not None:
+            self._pump(fn)
+
+    def log(self, job_id: str | None, app_id: str | None, container_id: str, stream: str, text: str) -> None:
+        job = self.jobs.get(job_id) if job_id else None
+        app = app_id or (job.app_id if job else None)
+        line = {
+            "revision": self.hub.next_revision(), "job": job_id, "app": app, "container": container_id,
+            "stream": stream, "text": text, "time": time.time(),
+        }
+        self.store.append_logs_nowait([line])
+        if app:
+            self.last_log_revision[app] = line["revision"]
+            self.hub.publish(f"logs:{app}", line)
+
+    # ---- the periodic tick -------------------------------------------------------------
+    async def tick(self) -> None:
+        now = time.monotonic()
+        for fn in list(self.functions.values()):
+            if fn.queue.in_flight():
+                self._on_expired(fn, fn.queue.expire())
+            reason = self.unplaceable_reason(fn)
+            if reason is not None:
+                for job in [j for j in self.jobs.values() if j.function_id == fn.spec.id and j.claim_id is None]:
+                    if job.item_id is not None:
+                        try:
+                            fn.queue.remove(job.item_id)
+                        except NotFoundError:
+                            pass
+                    await self._finish(job, "failed", error={"code": "placement.no_match", "message": reason})
+                continue
+            self._pump(fn)
+            idle = sorted((c for c in fn.containers.values() if c.state == "idle"), key=lambda c: c.idle_since)
+            surplus = len(fn.containers) - fn.spec.min_containers
+            for ct in idle:
+                if surplus <= 0:
+                    break
+                if now - ct.idle_since >= fn.spec.scaledown_window_s:
+                    self._stop_container(ct)
+                    surplus -= 1
+        for job in [j for j in self.jobs.values() if j.deadline is not None and j.deadline <= now]:
+            await self._time_out(job)
+
+    async def _time_out(self, job: Job) -> None:
+        fn = self.functions.get(job.function_id)
+        if job.container_id and job.container_id in self.containers:
+            self._stop_container(self.containers[job.container_id])
+        if fn is not None and job.claim_id is not None:
+            try:
+                fn.queue.ack(job.claim_id)
+            except Exception:
+                pass
+        timeout = fn.spec.timeout_s if fn else 0
+        await self._finish(job, "timed_out", error={
+            "code": "function.timeout", "message": f"call {job.id} did not finish within its {timeout:g} s timeout"})
+
+    def pending_work(self) -> bool:
+        return any(len(fn.queue) or fn.spec.min_containers for fn in self.functions.values())
+
+    def validate_options(self, options: dict[str, Any]) -> None:
+        if options.get("gpu"):
+            raise InvalidError("gpu placement is not available yet: no provider can honour gpu=" f"{options['gpu']!r}")

@@ -1,0 +1,172 @@
+"""One exception hierarchy with stable dotted codes.
+
+The same code travels from the Rust core, through HTTP (`{"error": {"code", "message"}}`), to the
+class raised here and to the CLI's exit code (`exit_code_for`).
+"""
+
+from __future__ import annotations
+
+
+class Error(Exception):
+    """Base of every Apothic error. `code` is stable; the message is for people."""
+
+    code = "internal"
+    http_status = 500
+
+    def __init__(self, message: str = "", *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidError(Error):
+    code = "invalid_argument"
+    http_status = 400
+
+
+class MalformedRequestError(InvalidError):
+    code = "request.malformed"
+
+
+class NotFoundError(Error):
+    code = "not_found"
+    http_status = 404
+
+
+class AuthError(Error):
+    code = "auth.invalid_key"
+    http_status = 401
+
+
+class ConnectionError(Error):  # noqa: A001 - Modal's name
+    code = "server.unreachable"
+    http_status = 503
+
+
+class SerializationError(Error):
+    code = "serialization.failed"
+    http_status = 400
+
+
+class ExecutionError(Error):
+    """The function could not be run (its module failed to import, its container died...)."""
+
+    code = "execution.failed"
+    http_status = 500
+
+
+class RemoteError(Error):
+    """A remote exception that could not be re-created at the caller as its own type."""
+
+    code = "remote.error"
+    http_status = 500
+
+
+class TimeoutError(Error):  # noqa: A001 - Modal's name
+    code = "timeout"
+    http_status = 408
+
+
+class FunctionTimeoutError(TimeoutError):
+    code = "function.timeout"
+
+
+class OutputExpiredError(TimeoutError):
+    code = "job.pending"
+
+
+class InputCancellation(Error):
+    code = "function.cancelled"
+    http_status = 409
+
+
+class ConflictError(Error):
+    code = "conflict"
+    http_status = 409
+
+
+class LeaseLostError(ConflictError):
+    code = "queue.lease_lost"
+
+
+class ShutdownError(Error):
+    code = "shutdown"
+    http_status = 503
+
+
+class NoAppError(InvalidError):
+    code = "app.not_found_in_file"
+
+
+_CLASSES: list[type[Error]] = [
+    Error,
+    InvalidError,
+    MalformedRequestError,
+    NotFoundError,
+    AuthError,
+    ConnectionError,
+    SerializationError,
+    ExecutionError,
+    RemoteError,
+    TimeoutError,
+    FunctionTimeoutError,
+    OutputExpiredError,
+    InputCancellation,
+    ConflictError,
+    LeaseLostError,
+    ShutdownError,
+    NoAppError,
+]
+
+# Codes that have no class of their own map onto the nearest class.
+_EXTRA_CODES: dict[str, type[Error]] = {
+    "auth.missing_key": AuthError,
+    "app.not_found": NotFoundError,
+    "function.not_found": NotFoundError,
+    "job.not_found": NotFoundError,
+    "blob.not_found": NotFoundError,
+    "queue.empty": Error,
+}
+
+CODE_TO_CLASS: dict[str, type[Error]] = {cls.code: cls for cls in _CLASSES} | _EXTRA_CODES
+
+# CLI exit codes: 1 is reserved for "the user's own code failed"; 2 is typer's usage error.
+_EXIT_CODES: dict[str, int] = {
+    "internal": 10,
+    "invalid_argument": 11,
+    "request.malformed": 12,
+    "not_found": 13,
+    "app.not_found": 13,
+    "function.not_found": 13,
+    "job.not_found": 13,
+    "blob.not_found": 13,
+    "auth.invalid_key": 14,
+    "auth.missing_key": 14,
+    "server.unreachable": 15,
+    "serialization.failed": 16,
+    "execution.failed": 17,
+    "remote.error": 1,
+    "timeout": 18,
+    "function.timeout": 18,
+    "job.pending": 19,
+    "function.cancelled": 20,
+    "conflict": 21,
+    "queue.lease_lost": 21,
+    "queue.empty": 22,
+    "shutdown": 23,
+    "app.not_found_in_file": 24,
+}
+
+
+def error_for(code: str, message: str) -> Error:
+    """The exception for a wire error: its class from the code, the code kept as sent."""
+    cls = CODE_TO_CLASS.get(code, Error)
+    return cls(message, code=code)
+
+
+def exit_code_for(code: str) -> int:
+    return _EXIT_CODES.get(code, 10)

@@ -1,0 +1,202 @@
+"""Functions and function calls, with Modal's names and semantics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from apothic import _loop
+from apothic._client import Client, get_client
+from apothic._serialization import dump_args, load_outcome
+from apothic._utils.dual import dual
+from apothic.exception import Error, ExecutionError, InvalidError, TimeoutError
+from apothic.job import Job, check_job_id
+
+if TYPE_CHECKING:
+    from apothic.app import App
+
+_WAIT_S = 50.0  # one long poll; the server caps it below its own timeouts
+
+
+async def _result(client: Client, job_id: str, timeout: float | None) -> Any:
+    """Waits for a job's outcome (long polls), then returns its value or raises its error."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = _WAIT_S if deadline is None else max(0.0, min(_WAIT_S, deadline - time.monotonic()))
+        try:
+            _, _, payload = await client.request("GET", f"/v1/jobs/{job_id}/result",
+                                                 params={"timeout": f"{left:.3f}"})
+        except Error as e:
+            if e.code != "job.pending":
+                raise
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"call {job_id} did not finish within {timeout} s") from None
+            continue
+        return load_outcome(payload)
+
+
+class FunctionCall(Job):
+    """A spawned call. `object_id` is its durable job id."""
+
+    @classmethod
+    def from_id(cls, function_call_id: str) -> FunctionCall:
+        return cls(check_job_id(function_call_id))
+
+    def __repr__(self) -> str:
+        return f"FunctionCall({self.object_id!r})"
+
+    @dual
+    async def get(self, timeout: float | None = None) -> Any:
+        return await _result(await get_client(), self.object_id, timeout)
+
+    @dual
+    async def cancel(self, terminate_containers: bool = False) -> None:
+        client = await get_client()
+        await client.json("POST", f"/v1/jobs/{self.object_id}/cancel")
+
+    @dual
+    async def gather(cls, *calls: FunctionCall) -> list[Any]:  # noqa: N805 - bound to the class
+        client = await get_client()
+        return list(await asyncio.gather(*(_result(client, c.object_id, None) for c in calls)))
+
+
+class _MapMethod:
+    """`f.map(...)` returns an iterator; `f.map.aio(...)` an async iterator."""
+
+    def __init__(self, function: Function, star: bool) -> None:
+        self._function = function
+        self._star = star
+
+    def _inputs(self, iterables: tuple[Iterable[Any], ...], kwargs: dict[str, Any]) -> list[tuple[tuple, dict]]:
+        if self._star:
+            [iterable] = iterables
+            return [(tuple(args), kwargs) for args in iterable]
+        return [(tuple(args), kwargs) for args in zip(*iterables, strict=False)]
+
+    def __call__(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
+                 order_outputs: bool = True, return_exceptions: bool = False) -> Iterator[Any]:
+        inputs = self._inputs(iterables, kwargs or {})
+        results = _loop.run(self._function._map(inputs, return_exceptions))
+        yield from results
+
+    async def aio(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
+                  order_outputs: bool = True, return_exceptions: bool = False) -> AsyncIterator[Any]:
+        inputs = self._inputs(iterables, kwargs or {})
+        for value in await _loop.run_async(self._function._map(inputs, return_exceptions)):
+            yield value
+
+
+class Function:
+    """A remote function. Build one with `@app.function(...)`, or `Function.from_name(...)`."""
+
+    def __init__(self, raw_f: Callable[..., Any] | None, *, name: str, app: App | None = None,
+                 options: dict[str, Any] | None = None, app_name: str | None = None) -> None:
+        self._raw_f = raw_f
+        self._name = name
+        self._app = app
+        self._app_name = app_name
+        self.options = options or {}
+        self._function_id: str | None = None
+        self.map = _MapMethod(self, star=False)
+        self.starmap = _MapMethod(self, star=True)
+
+    def __repr__(self) -> str:
+        return f"Function({self._name!r}, id={self._function_id!r})"
+
+    @property
+    def object_id(self) -> str | None:
+        return self._function_id
+
+    @classmethod
+    def from_name(cls, app_name: str, name: str) -> Function:
+        """A deployed function, looked up by name on first use."""
+        return cls(None, name=name, app_name=app_name)
+
+    def get_raw_f(self) -> Callable[..., Any]:
+        if self._raw_f is None:
+            raise ExecutionError(f"{self._name} was looked up by name: it has no local body")
+        return self._raw_f
+
+    def local(self, *args: Any, **kwargs: Any) -> Any:
+        return self.get_raw_f()(*args, **kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.local(*args, **kwargs)
+
+    async def _hydrate(self) -> tuple[Client, str]:
+        client = await get_client()
+        if self._function_id is None:
+            if self._app_name is None:
+                raise ExecutionError(
+                    f"function {self._name} is not running: call it inside `with app.run():`, from "
+                    "`apothic run`, or deploy its app and use Function.from_name")
+            found = await client.json("GET", "/v1/functions/lookup", params={"app": self._app_name,
+                                                                              "name": self._name})
+            self._function_id = found["function_id"]
+        return client, self._function_id
+
+    @dual
+    async def remote(self, *args: Any, **kwargs: Any) -> Any:
+        payload = dump_args(self._name, args, kwargs)
+        client, function_id = await self._hydrate()
+        status, headers, body = await client.request(
+            "POST", f"/v1/functions/{function_id}/calls", data=payload, params={"wait": str(_WAIT_S)})
+        if status == 200:
+            return load_outcome(body)
+        import orjson
+
+        return await _result(client, orjson.loads(body)["job_id"], None)
+
+    @dual
+    async def spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
+        payload = dump_args(self._name, args, kwargs)
+        client, function_id = await self._hydrate()
+        found = await client.json("POST", f"/v1/functions/{function_id}/calls", data=payload)
+        return FunctionCall(found["job_id"])
+
+    async def _spawn_many(self, inputs: list[tuple[tuple, dict]]) -> list[str]:
+        if not inputs:
+            return []
+        client, function_id = await self._hydrate()
+        parts = []
+        for args, kwargs in inputs:
+            payload = dump_args(self._name, args, kwargs)
+            parts.append(len(payload).to_bytes(4, "big") + payload)
+        found = await client.json("POST", f"/v1/functions/{function_id}/calls:batch", data=b"".join(parts))
+        return found["job_ids"]
+
+    async def _map(self, inputs: list[tuple[tuple, dict]], return_exceptions: bool) -> list[Any]:
+        client = await get_client()
+        ids = await self._spawn_many(inputs)
+        results = await asyncio.gather(*(_result(client, job_id, None) for job_id in ids),
+                                       return_exceptions=True)
+        if not return_exceptions:
+            for value in results:
+                if isinstance(value, BaseException):
+                    raise value
+        return list(results)
+
+    @dual
+    async def spawn_map(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None) -> list[FunctionCall]:
+        inputs = [(tuple(args), kwargs or {}) for args in zip(*iterables, strict=False)]
+        return [FunctionCall(i) for i in await self._spawn_many(inputs)]
+
+
+def validate_options(name: str, options: dict[str, Any]) -> None:
+    """Fails at decoration time for an option that cannot be honoured."""
+    if options.get("gpu"):
+        raise InvalidError(f"{name}: gpu={options['gpu']!r} cannot be honoured yet: GPU placement "
+                           "arrives with the placement issue")
+    for key in ("min_containers", "max_containers"):
+        value = options.get(key)
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise InvalidError(f"{name}: {key} must be a non-negative integer")
+    if options.get("max_containers") == 0:
+        raise InvalidError(f"{name}: max_containers must be at least 1")
+    if (options.get("min_containers") or 0) > (options.get("max_containers") or 1 << 30):
+        raise InvalidError(f"{name}: min_containers cannot exceed max_containers")
+    timeout = options.get("timeout")
+    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+        raise InvalidError(f"{name}: timeout must be a positive number of seconds")
