@@ -53,7 +53,9 @@ def build(app_module: ModuleType) -> tuple[str, bytes]:
     files[name.replace(".", "/") + (".py" if main_file.name != "__init__.py" else "/__init__.py")] = main_file
     if "." in name:
         root = main_file.parents[name.count(".")]
-    for module in list(sys.modules.values()):
+    for module_name, module in list(sys.modules.items()):
+        if module_name == "apothic" or module_name.startswith("apothic."):
+            continue  # the runtime itself is installed on every worker
         path_str = getattr(module, "__file__", None)
         if not path_str or not path_str.endswith(".py"):
             continue

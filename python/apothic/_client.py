@@ -4,6 +4,8 @@ aiohttp is imported here, lazily, so that `import apothic` stays cheap inside co
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -76,12 +78,37 @@ class Client:
         except aiohttp.ClientConnectionError as e:
             raise ConnectionError(f"lost the stream from {self.url}: {e}") from None
 
+    async def open_stream(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """An NDJSON response, open, for a caller that reads it line by line and closes it."""
+        import aiohttp
+
+        try:
+            r = await self._http().get(self.url + path, params=params)
+        except aiohttp.ClientConnectionError as e:
+            raise ConnectionError(f"could not reach the Apothic server at {self.url}: {e}") from None
+        if r.status != 200:
+            payload = await r.read()
+            r.release()
+            raise self._error(r.status, payload)
+        return r
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
 
 
 _client: Client | None = None
+
+
+def _close_at_exit() -> None:
+    from apothic import _loop
+
+    if _client is not None and _loop._loop is not None and _loop._loop.is_running():
+        with contextlib.suppress(Exception):
+            _loop.run(_client.close())
+
+
+atexit.register(_close_at_exit)
 _lock = asyncio.Lock()
 
 

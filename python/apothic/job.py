@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from apothic import _ids, _loop
 from apothic._client import get_client
@@ -94,18 +96,22 @@ class Job:
 
     def events(self, after: int = 0, follow: bool = True) -> Iterator[JobEvent]:
         """Yields the events so far, then live ones until the job ends."""
-        stream = self._events(after, follow)
+        response = _loop.run(self._open_events(after, follow))
         try:
             while True:
-                try:
-                    yield _loop.run(stream.__anext__())
-                except StopAsyncIteration:
+                line = _loop.run(response.content.readline())
+                if not line:
                     return
+                if line.strip():
+                    yield JobEvent.from_wire(orjson.loads(line))
         finally:
-            _loop.run(stream.aclose())
+            _loop.run(_close(response))
 
-    async def _events(self, after: int, follow: bool) -> AsyncIterator[JobEvent]:
+    async def _open_events(self, after: int, follow: bool) -> Any:
         client = await get_client()
         params = {"after": str(after), "follow": "1" if follow else "0"}
-        async for raw in client.stream(f"/v1/jobs/{self.object_id}/events", params):
-            yield JobEvent.from_wire(raw)
+        return await client.open_stream(f"/v1/jobs/{self.object_id}/events", params)
+
+
+async def _close(response: Any) -> None:
+    response.close()

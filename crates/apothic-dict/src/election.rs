@@ -35,8 +35,9 @@ pub struct Leader {
 
 /// Stored value: u32 big-endian candidate length, candidate, proclaimed value.
 fn encode(candidate: &[u8], value: &[u8]) -> Result<Vec<u8>, DictError> {
-    let len = u32::try_from(candidate.len())
-        .map_err(|_| DictError::InvalidArgument { reason: "a candidate name must be under 4 GiB" })?;
+    let len = u32::try_from(candidate.len()).map_err(|_| DictError::InvalidArgument {
+        reason: "a candidate name must be under 4 GiB",
+    })?;
     let mut out = Vec::with_capacity(4 + candidate.len() + value.len());
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(candidate);
@@ -79,18 +80,41 @@ impl Dict {
         self.check_lease(lease, now)?;
         let mut batch = self.batch();
         let revision = batch.revision;
-        self.write(&mut batch, queue_key(&prefix, revision), stored, Some(lease));
-        let ahead = self.queue_members(&prefix).take_while(|(r, _)| *r < revision).count();
-        let standing = if ahead == 0 { Standing::Acquired } else { Standing::Waiting { ahead } };
-        let candidacy = Candidacy { election: name.to_vec(), candidate, revision, lease };
+        self.write(
+            &mut batch,
+            queue_key(&prefix, revision),
+            stored,
+            Some(lease),
+        );
+        let ahead = self
+            .queue_members(&prefix)
+            .take_while(|(r, _)| *r < revision)
+            .count();
+        let standing = if ahead == 0 {
+            Standing::Acquired
+        } else {
+            Standing::Waiting { ahead }
+        };
+        let candidacy = Candidacy {
+            election: name.to_vec(),
+            candidate,
+            revision,
+            lease,
+        };
         Ok(self.commit(batch, (candidacy, standing)))
     }
 
     /// Where candidacy `revision` stands at `now`; `NotLeader` once it left the queue or its
     /// lease is overdue.
-    pub fn candidacy_standing(&self, name: &[u8], revision: u64, now: u64) -> Result<Standing, DictError> {
+    pub fn candidacy_standing(
+        &self,
+        name: &[u8],
+        revision: u64,
+        now: u64,
+    ) -> Result<Standing, DictError> {
         let prefix = queue_prefix(ELECTION_SPACE, name)?;
-        self.standing_in(&prefix, revision, now).ok_or(DictError::NotLeader { revision })
+        self.standing_in(&prefix, revision, now)
+            .ok_or(DictError::NotLeader { revision })
     }
 
     /// Sets the leader's value; `NotLeader` unless candidacy `revision` leads with a live lease.
@@ -106,7 +130,10 @@ impl Dict {
             return Err(DictError::NotLeader { revision });
         }
         let key = queue_key(&prefix, revision);
-        let current = self.system.get(&key).ok_or(DictError::NotLeader { revision })?;
+        let current = self
+            .system
+            .get(&key)
+            .ok_or(DictError::NotLeader { revision })?;
         let (candidate, _) = decode(&current.value).ok_or(DictError::NotLeader { revision })?;
         let stored = encode(candidate, &value)?;
         let lease = current.lease;
@@ -118,10 +145,17 @@ impl Dict {
 
     /// Withdraws candidacy `revision` (leading or waiting); its lease stays. Returns the leader
     /// after the call. `NotLeader` if the candidacy is not queued.
-    pub fn resign(&mut self, name: &[u8], revision: u64) -> Result<Outcome<Option<Leader>>, DictError> {
+    pub fn resign(
+        &mut self,
+        name: &[u8],
+        revision: u64,
+    ) -> Result<Outcome<Option<Leader>>, DictError> {
         let prefix = queue_prefix(ELECTION_SPACE, name)?;
         let mut batch = self.batch();
-        if self.remove(&mut batch, &queue_key(&prefix, revision)).is_none() {
+        if self
+            .remove(&mut batch, &queue_key(&prefix, revision))
+            .is_none()
+        {
             return Err(DictError::NotLeader { revision });
         }
         let leader = self.leader(name);
@@ -137,8 +171,12 @@ impl Dict {
 
     /// Every candidacy in line, leader first.
     pub fn candidates(&self, name: &[u8]) -> Vec<Leader> {
-        let Ok(prefix) = queue_prefix(ELECTION_SPACE, name) else { return Vec::new() };
-        self.queue_members(&prefix).filter_map(|(r, e)| leader_of(r, e)).collect()
+        let Ok(prefix) = queue_prefix(ELECTION_SPACE, name) else {
+            return Vec::new();
+        };
+        self.queue_members(&prefix)
+            .filter_map(|(r, e)| leader_of(r, e))
+            .collect()
     }
 }
 

@@ -95,7 +95,11 @@ impl Dict {
         let mut entries = self.user.clone();
         entries.extend(self.system.iter().map(|(k, e)| (k.clone(), e.clone())));
         let leases = self.leases.iter().map(|(&id, l)| (id, l.ttl_ms)).collect();
-        Snapshot { revision: self.revision, entries, leases }
+        Snapshot {
+            revision: self.revision,
+            entries,
+            leases,
+        }
     }
 
     /// The revision of the last committed mutation (0 for a new dict).
@@ -108,7 +112,10 @@ impl Dict {
     }
 
     /// User keys starting with `prefix`, in key order (the empty prefix lists them all).
-    pub fn range<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = (&'a [u8], &'a Entry)> + 'a {
+    pub fn range<'a>(
+        &'a self,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = (&'a [u8], &'a Entry)> + 'a {
         prefix_range(&self.user, prefix)
     }
 
@@ -123,7 +130,13 @@ impl Dict {
 
     /// Writes `key`. With `opts.lease` the key is attached to that lease, which must be live at
     /// `now`; without it any earlier attachment is dropped.
-    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>, opts: PutOptions, now: u64) -> Result<Outcome<PutResult>, DictError> {
+    pub fn put(
+        &mut self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        opts: PutOptions,
+        now: u64,
+    ) -> Result<Outcome<PutResult>, DictError> {
         check_user_key(&key)?;
         if let Some(lease) = opts.lease {
             self.check_lease(lease, now)?;
@@ -151,13 +164,21 @@ impl Dict {
     /// Deletes `key` and returns its entry; `KeyNotFound` if it is absent.
     pub fn pop(&mut self, key: &[u8]) -> Result<Outcome<Entry>, DictError> {
         let outcome = self.delete(key)?;
-        let entry = outcome.value.ok_or_else(|| DictError::KeyNotFound { key: key.to_vec() })?;
-        Ok(Outcome { value: entry, revision: outcome.revision, changes: outcome.changes })
+        let entry = outcome
+            .value
+            .ok_or_else(|| DictError::KeyNotFound { key: key.to_vec() })?;
+        Ok(Outcome {
+            value: entry,
+            revision: outcome.revision,
+            changes: outcome.changes,
+        })
     }
 
     /// Deletes every user key starting with `prefix` at one revision; returns how many.
     pub fn delete_prefix(&mut self, prefix: &[u8]) -> Outcome<usize> {
-        let keys: Vec<Vec<u8>> = prefix_range(&self.user, prefix).map(|(k, _)| k.to_vec()).collect();
+        let keys: Vec<Vec<u8>> = prefix_range(&self.user, prefix)
+            .map(|(k, _)| k.to_vec())
+            .collect();
         let mut batch = self.batch();
         for key in &keys {
             self.remove(&mut batch, key);
@@ -198,16 +219,26 @@ impl Dict {
         let mut batch = self.batch();
         match self.remove(&mut batch, key) {
             Some(prev) => Ok(self.commit(batch, prev)),
-            None => Err(DictError::CasConflict { current: None, revision: self.revision }),
+            None => Err(DictError::CasConflict {
+                current: None,
+                revision: self.revision,
+            }),
         }
     }
 
     fn check_expect(&self, key: &[u8], expect: Expect) -> Result<(), DictError> {
-        let compare = Compare { key: key.to_vec(), op: CompareOp::Equal, target: expect.into() };
+        let compare = Compare {
+            key: key.to_vec(),
+            op: CompareOp::Equal,
+            target: expect.into(),
+        };
         if self.compare(&compare) {
             Ok(())
         } else {
-            Err(DictError::CasConflict { current: self.user.get(key).cloned(), revision: self.revision })
+            Err(DictError::CasConflict {
+                current: self.user.get(key).cloned(),
+                revision: self.revision,
+            })
         }
     }
 
@@ -231,23 +262,35 @@ impl Dict {
     // ---- internals shared by the other modules ----
 
     pub(crate) fn batch(&self) -> Batch {
-        Batch { revision: self.revision.saturating_add(1), changes: Vec::new() }
+        Batch {
+            revision: self.revision.saturating_add(1),
+            changes: Vec::new(),
+        }
     }
 
     /// Makes a batch current: the revision moves iff it changed something.
     pub(crate) fn commit<T>(&mut self, batch: Batch, value: T) -> Outcome<T> {
         if !batch.changes.is_empty() {
             self.revision = batch.revision;
-            self.history.push(batch.changes.iter().filter_map(|c| match c {
-                Change::Kv(event) => Some(event.clone()),
-                _ => None,
-            }));
+            self.history
+                .push(batch.changes.iter().filter_map(|c| match c {
+                    Change::Kv(event) => Some(event.clone()),
+                    _ => None,
+                }));
         }
-        Outcome { value, revision: self.revision, changes: batch.changes }
+        Outcome {
+            value,
+            revision: self.revision,
+            changes: batch.changes,
+        }
     }
 
     pub(crate) fn unchanged<T>(&self, value: T) -> Outcome<T> {
-        Outcome { value, revision: self.revision, changes: Vec::new() }
+        Outcome {
+            value,
+            revision: self.revision,
+            changes: Vec::new(),
+        }
     }
 
     pub(crate) fn space(&self, key: &[u8]) -> &BTreeMap<Vec<u8>, Entry> {
@@ -285,7 +328,13 @@ impl Dict {
                 mod_revision: revision,
                 lease,
             },
-            None => Entry { value, version: 1, create_revision: revision, mod_revision: revision, lease },
+            None => Entry {
+                value,
+                version: 1,
+                create_revision: revision,
+                mod_revision: revision,
+                lease,
+            },
         };
         let old_lease = prev.as_ref().and_then(|p| p.lease);
         if old_lease != lease {
@@ -333,7 +382,14 @@ impl Dict {
 
     pub(crate) fn insert_lease(&mut self, id: LeaseId, ttl_ms: u64, now: u64) -> u64 {
         let expires_at = now.saturating_add(ttl_ms);
-        self.leases.insert(id, LeaseState { ttl_ms, expires_at, keys: BTreeSet::new() });
+        self.leases.insert(
+            id,
+            LeaseState {
+                ttl_ms,
+                expires_at,
+                keys: BTreeSet::new(),
+            },
+        );
         self.deadlines.push(Reverse((expires_at, id)));
         expires_at
     }
@@ -341,7 +397,9 @@ impl Dict {
 
 pub(crate) fn check_user_key(key: &[u8]) -> Result<(), DictError> {
     if is_system_key(key) {
-        Err(DictError::InvalidArgument { reason: "keys starting with the system prefix are reserved" })
+        Err(DictError::InvalidArgument {
+            reason: "keys starting with the system prefix are reserved",
+        })
     } else {
         Ok(())
     }

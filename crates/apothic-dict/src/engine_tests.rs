@@ -6,7 +6,11 @@ fn dict() -> Dict {
 }
 
 fn put(d: &mut Dict, key: &[u8], value: &[u8]) -> Entry {
-    match d.put(key.to_vec(), value.to_vec(), PutOptions::default(), 0).expect("put").value {
+    match d
+        .put(key.to_vec(), value.to_vec(), PutOptions::default(), 0)
+        .expect("put")
+        .value
+    {
         PutResult::Written { entry, .. } => entry,
         PutResult::Skipped { .. } => panic!("skipped"),
     }
@@ -35,8 +39,12 @@ fn versions_and_revisions_follow_etcd() {
 fn put_reports_prev_and_emits_one_event() {
     let mut d = dict();
     put(&mut d, b"k", b"v1");
-    let out = d.put(b"k".to_vec(), b"v2".to_vec(), PutOptions::default(), 0).expect("put");
-    let PutResult::Written { entry, prev } = out.value.clone() else { panic!("skipped") };
+    let out = d
+        .put(b"k".to_vec(), b"v2".to_vec(), PutOptions::default(), 0)
+        .expect("put");
+    let PutResult::Written { entry, prev } = out.value.clone() else {
+        panic!("skipped")
+    };
     assert_eq!(prev.map(|p| p.value), Some(b"v1".to_vec()));
     assert_eq!(
         out.changes,
@@ -55,7 +63,10 @@ fn put_reports_prev_and_emits_one_event() {
 fn skip_if_exists_leaves_the_key_and_the_revision() {
     let mut d = dict();
     let first = put(&mut d, b"k", b"v1");
-    let opts = PutOptions { skip_if_exists: true, ..PutOptions::default() };
+    let opts = PutOptions {
+        skip_if_exists: true,
+        ..PutOptions::default()
+    };
     let out = d.put(b"k".to_vec(), b"v2".to_vec(), opts, 0).expect("put");
     assert_eq!(out.value, PutResult::Skipped { existing: first });
     assert!(out.changes.is_empty());
@@ -118,21 +129,77 @@ fn clear_and_delete_prefix_are_one_revision_each() {
 fn cas_on_value_version_and_mod_revision() {
     let mut d = dict();
     // Version 0 and mod revision 0 mean "absent".
-    let e = d.cas(b"k".to_vec(), b"1".to_vec(), Expect::Version(0), None, 0).expect("create");
+    let e = d
+        .cas(b"k".to_vec(), b"1".to_vec(), Expect::Version(0), None, 0)
+        .expect("create");
     assert_eq!(e.value.version, 1);
-    let err = d.cas(b"k".to_vec(), b"x".to_vec(), Expect::ModRevision(0), None, 0).expect_err("exists");
-    assert_eq!(err, DictError::CasConflict { current: Some(e.value.clone()), revision: 1 });
+    let err = d
+        .cas(
+            b"k".to_vec(),
+            b"x".to_vec(),
+            Expect::ModRevision(0),
+            None,
+            0,
+        )
+        .expect_err("exists");
+    assert_eq!(
+        err,
+        DictError::CasConflict {
+            current: Some(e.value.clone()),
+            revision: 1
+        }
+    );
     assert_eq!(err.code(), apothic_types::ErrorCode::DictCasConflict);
-    let e2 = d.cas(b"k".to_vec(), b"2".to_vec(), Expect::Value(b"1".to_vec()), None, 0).expect("value");
+    let e2 = d
+        .cas(
+            b"k".to_vec(),
+            b"2".to_vec(),
+            Expect::Value(b"1".to_vec()),
+            None,
+            0,
+        )
+        .expect("value");
     assert_eq!(e2.value.version, 2);
-    assert!(d.cas(b"k".to_vec(), b"3".to_vec(), Expect::Version(1), None, 0).is_err());
-    let e3 = d.cas(b"k".to_vec(), b"3".to_vec(), Expect::ModRevision(2), None, 0).expect("mod");
+    assert!(d
+        .cas(b"k".to_vec(), b"3".to_vec(), Expect::Version(1), None, 0)
+        .is_err());
+    let e3 = d
+        .cas(
+            b"k".to_vec(),
+            b"3".to_vec(),
+            Expect::ModRevision(2),
+            None,
+            0,
+        )
+        .expect("mod");
     assert_eq!((e3.value.version, e3.revision), (3, 3));
-    assert!(d.cas(b"k".to_vec(), b"4".to_vec(), Expect::Value(b"2".to_vec()), None, 0).is_err());
+    assert!(d
+        .cas(
+            b"k".to_vec(),
+            b"4".to_vec(),
+            Expect::Value(b"2".to_vec()),
+            None,
+            0
+        )
+        .is_err());
     // A failed CAS changes nothing.
     assert_eq!(d.revision(), 3);
-    let err = d.cas(b"absent".to_vec(), b"v".to_vec(), Expect::Value(vec![]), None, 0).expect_err("absent");
-    assert_eq!(err, DictError::CasConflict { current: None, revision: 3 });
+    let err = d
+        .cas(
+            b"absent".to_vec(),
+            b"v".to_vec(),
+            Expect::Value(vec![]),
+            None,
+            0,
+        )
+        .expect_err("absent");
+    assert_eq!(
+        err,
+        DictError::CasConflict {
+            current: None,
+            revision: 3
+        }
+    );
 }
 
 #[test]
@@ -153,9 +220,15 @@ fn system_keys_are_reserved() {
     let mut key = SYSTEM_PREFIX.to_vec();
     key.extend_from_slice(b"lock");
     let invalid = |r: Result<_, DictError>| matches!(r, Err(DictError::InvalidArgument { .. }));
-    assert!(invalid(d.put(key.clone(), vec![], PutOptions::default(), 0).map(|_| ())));
+    assert!(invalid(
+        d.put(key.clone(), vec![], PutOptions::default(), 0)
+            .map(|_| ())
+    ));
     assert!(invalid(d.delete(&key).map(|_| ())));
-    assert!(invalid(d.cas(key.clone(), vec![], Expect::Version(0), None, 0).map(|_| ())));
+    assert!(invalid(
+        d.cas(key.clone(), vec![], Expect::Version(0), None, 0)
+            .map(|_| ())
+    ));
     assert_eq!(d.revision(), 0);
     // A key merely starting with a NUL byte is an ordinary key.
     put(&mut d, b"\0other", b"v");
@@ -180,7 +253,10 @@ fn restore_rebuilds_the_exported_state() {
     let mut d = dict();
     put(&mut d, b"a", b"1");
     let lease = d.grant(100, 0).expect("grant").value.id;
-    let opts = PutOptions { lease: Some(lease), ..PutOptions::default() };
+    let opts = PutOptions {
+        lease: Some(lease),
+        ..PutOptions::default()
+    };
     d.put(b"b".to_vec(), b"2".to_vec(), opts, 0).expect("put");
     d.lock(b"L", b"me".to_vec(), 50, 0).expect("lock");
     let snapshot = d.export();
@@ -190,7 +266,10 @@ fn restore_rebuilds_the_exported_state() {
     assert_eq!(r.get(b"b"), d.get(b"b"));
     assert_eq!(r.lock_holder(b"L"), d.lock_holder(b"L"));
     // Leases restart with a full TTL from the restore time.
-    assert_eq!(r.lease(lease).map(|l| (l.expires_at, l.keys)), Some((1_100, 1)));
+    assert_eq!(
+        r.lease(lease).map(|l| (l.expires_at, l.keys)),
+        Some((1_100, 1))
+    );
     // History restarts empty at the restored revision; writes continue above it.
     assert!(r.events_since(r.revision() - 1).is_err());
     assert_eq!(r.events_since(r.revision()), Ok(vec![]));
@@ -204,11 +283,27 @@ fn restore_rebuilds_the_exported_state() {
 
 #[test]
 fn restore_rejects_inconsistent_snapshots() {
-    let entry = Entry { value: vec![], version: 1, create_revision: 1, mod_revision: 1, lease: Some(7) };
-    let mut snapshot = Snapshot { revision: 1, ..Snapshot::default() };
+    let entry = Entry {
+        value: vec![],
+        version: 1,
+        create_revision: 1,
+        mod_revision: 1,
+        lease: Some(7),
+    };
+    let mut snapshot = Snapshot {
+        revision: 1,
+        ..Snapshot::default()
+    };
     snapshot.entries.insert(b"k".to_vec(), entry.clone());
     let err = Dict::restore(DictConfig::default(), snapshot.clone(), 0).expect_err("unknown lease");
     assert_eq!(err.code(), apothic_types::ErrorCode::InvalidArgument);
-    snapshot.entries.insert(b"k".to_vec(), Entry { lease: None, mod_revision: 2, ..entry });
+    snapshot.entries.insert(
+        b"k".to_vec(),
+        Entry {
+            lease: None,
+            mod_revision: 2,
+            ..entry
+        },
+    );
     assert!(Dict::restore(DictConfig::default(), snapshot, 0).is_err());
 }

@@ -14,7 +14,11 @@ pub(crate) struct History {
 
 impl History {
     pub(crate) fn new(capacity: usize, compacted: u64) -> Self {
-        History { capacity, events: VecDeque::new(), compacted }
+        History {
+            capacity,
+            events: VecDeque::new(),
+            compacted,
+        }
     }
 
     /// Appends the events of one committed revision, then evicts the oldest revisions until
@@ -22,9 +26,15 @@ impl History {
     pub(crate) fn push(&mut self, events: impl IntoIterator<Item = Event>) {
         self.events.extend(events);
         while self.events.len() > self.capacity {
-            let Some(oldest) = self.events.pop_front() else { break };
+            let Some(oldest) = self.events.pop_front() else {
+                break;
+            };
             self.compacted = oldest.revision;
-            while self.events.front().is_some_and(|e| e.revision == oldest.revision) {
+            while self
+                .events
+                .front()
+                .is_some_and(|e| e.revision == oldest.revision)
+            {
                 self.events.pop_front();
             }
         }
@@ -34,7 +44,10 @@ impl History {
     /// them are no longer retained.
     pub(crate) fn since(&self, after: u64) -> Result<Vec<Event>, DictError> {
         if after < self.compacted {
-            return Err(DictError::Compacted { requested: after, oldest: self.compacted });
+            return Err(DictError::Compacted {
+                requested: after,
+                oldest: self.compacted,
+            });
         }
         let start = self.events.partition_point(|e| e.revision <= after);
         Ok(self.events.range(start..).cloned().collect())

@@ -2,7 +2,13 @@ use super::*;
 use crate::types::EventKind;
 
 fn event(revision: u64) -> Event {
-    Event { revision, kind: EventKind::Delete, key: vec![], entry: None, prev: None }
+    Event {
+        revision,
+        kind: EventKind::Delete,
+        key: vec![],
+        entry: None,
+        prev: None,
+    }
 }
 
 #[test]
@@ -19,7 +25,13 @@ fn keeps_the_last_events_and_reports_compaction() {
     assert_eq!(h.since(5).map(revs), Ok(vec![]));
     assert_eq!(h.since(99).map(revs), Ok(vec![]));
     let err = h.since(1).expect_err("compacted");
-    assert_eq!(err, DictError::Compacted { requested: 1, oldest: 2 });
+    assert_eq!(
+        err,
+        DictError::Compacted {
+            requested: 1,
+            oldest: 2
+        }
+    );
     assert_eq!(err.code(), apothic_types::ErrorCode::DictCompacted);
 }
 

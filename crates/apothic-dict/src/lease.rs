@@ -28,23 +28,47 @@ impl Dict {
         Ok(self.commit(batch, info))
     }
 
-    pub(crate) fn grant_in(&mut self, batch: &mut Batch, ttl_ms: u64, now: u64) -> Result<LeaseInfo, DictError> {
+    pub(crate) fn grant_in(
+        &mut self,
+        batch: &mut Batch,
+        ttl_ms: u64,
+        now: u64,
+    ) -> Result<LeaseInfo, DictError> {
         if ttl_ms == 0 {
-            return Err(DictError::InvalidArgument { reason: "a lease TTL must be positive" });
+            return Err(DictError::InvalidArgument {
+                reason: "a lease TTL must be positive",
+            });
         }
         let id = batch.revision;
         let expires_at = self.insert_lease(id, ttl_ms, now);
-        batch.changes.push(Change::LeaseGranted { revision: id, lease: id, ttl_ms });
-        Ok(LeaseInfo { id, ttl_ms, expires_at, keys: 0 })
+        batch.changes.push(Change::LeaseGranted {
+            revision: id,
+            lease: id,
+            ttl_ms,
+        });
+        Ok(LeaseInfo {
+            id,
+            ttl_ms,
+            expires_at,
+            keys: 0,
+        })
     }
 
     /// Extends a live lease to `now + ttl`. An overdue lease cannot be revived, even before
     /// `expire` has swept it: its keys may already be promised to someone else.
     pub fn keepalive(&mut self, lease: LeaseId, now: u64) -> Result<LeaseInfo, DictError> {
         self.check_lease(lease, now)?;
-        let state = self.leases.get_mut(&lease).ok_or(DictError::LeaseNotFound { lease })?;
+        let state = self
+            .leases
+            .get_mut(&lease)
+            .ok_or(DictError::LeaseNotFound { lease })?;
         state.expires_at = now.saturating_add(state.ttl_ms);
-        let info = LeaseInfo { id: lease, ttl_ms: state.ttl_ms, expires_at: state.expires_at, keys: state.keys.len() };
+        let info = LeaseInfo {
+            id: lease,
+            ttl_ms: state.ttl_ms,
+            expires_at: state.expires_at,
+            keys: state.keys.len(),
+        };
         self.deadlines.push(Reverse((info.expires_at, lease)));
         Ok(info)
     }
@@ -61,11 +85,16 @@ impl Dict {
     }
 
     pub(crate) fn revoke_in(&mut self, batch: &mut Batch, lease: LeaseId) -> Vec<Vec<u8>> {
-        let Some(state) = self.leases.remove(&lease) else { return Vec::new() };
+        let Some(state) = self.leases.remove(&lease) else {
+            return Vec::new();
+        };
         for key in &state.keys {
             self.remove(batch, key);
         }
-        batch.changes.push(Change::LeaseRevoked { revision: batch.revision, lease });
+        batch.changes.push(Change::LeaseRevoked {
+            revision: batch.revision,
+            lease,
+        });
         state.keys.into_iter().collect()
     }
 
@@ -88,7 +117,11 @@ impl Dict {
             changes.extend(self.commit(batch, ()).changes);
             expired.push(lease);
         }
-        Outcome { value: expired, revision: self.revision, changes }
+        Outcome {
+            value: expired,
+            revision: self.revision,
+            changes,
+        }
     }
 
     /// A lease's state, if it has not been revoked or swept (it may be overdue).
@@ -103,7 +136,10 @@ impl Dict {
 
     /// Keys attached to a lease, in key order.
     pub fn lease_keys(&self, lease: LeaseId) -> Vec<Vec<u8>> {
-        self.leases.get(&lease).map(|l| l.keys.iter().cloned().collect()).unwrap_or_default()
+        self.leases
+            .get(&lease)
+            .map(|l| l.keys.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// When `expire` should next run: the earliest recorded deadline (possibly a stale,

@@ -2,7 +2,10 @@ use super::*;
 use crate::types::{DictConfig, EventKind, PutOptions};
 
 fn leased_put(d: &mut Dict, key: &[u8], lease: LeaseId, now: u64) -> Result<(), DictError> {
-    let opts = PutOptions { lease: Some(lease), ..PutOptions::default() };
+    let opts = PutOptions {
+        lease: Some(lease),
+        ..PutOptions::default()
+    };
     d.put(key.to_vec(), b"v".to_vec(), opts, now).map(|_| ())
 }
 
@@ -10,8 +13,23 @@ fn leased_put(d: &mut Dict, key: &[u8], lease: LeaseId, now: u64) -> Result<(), 
 fn grant_takes_a_revision_and_names_the_lease() {
     let mut d = Dict::new(DictConfig::default());
     let out = d.grant(100, 5).expect("grant");
-    assert_eq!(out.value, LeaseInfo { id: 1, ttl_ms: 100, expires_at: 105, keys: 0 });
-    assert_eq!(out.changes, vec![Change::LeaseGranted { revision: 1, lease: 1, ttl_ms: 100 }]);
+    assert_eq!(
+        out.value,
+        LeaseInfo {
+            id: 1,
+            ttl_ms: 100,
+            expires_at: 105,
+            keys: 0
+        }
+    );
+    assert_eq!(
+        out.changes,
+        vec![Change::LeaseGranted {
+            revision: 1,
+            lease: 1,
+            ttl_ms: 100
+        }]
+    );
     assert_eq!(d.revision(), 1);
     let err = d.grant(0, 5).expect_err("zero ttl");
     assert!(matches!(err, DictError::InvalidArgument { .. }));
@@ -56,19 +74,31 @@ fn revoke_deletes_exactly_the_attached_keys_at_one_revision() {
     // Re-attaching moves a key; a plain put detaches it.
     leased_put(&mut d, b"b", l2, 0).expect("move");
     leased_put(&mut d, b"d", l1, 0).expect("put");
-    d.put(b"d".to_vec(), vec![], PutOptions::default(), 0).expect("detach");
+    d.put(b"d".to_vec(), vec![], PutOptions::default(), 0)
+        .expect("detach");
     assert_eq!(d.lease_keys(l1), vec![b"a".to_vec()]);
     let before = d.revision();
     let out = d.revoke(l2).expect("revoke");
     assert_eq!(out.value, vec![b"b".to_vec(), b"c".to_vec()]);
     assert_eq!(out.revision, before + 1);
     assert!(out.changes.iter().all(|c| c.revision() == before + 1));
-    assert_eq!(out.changes.last(), Some(&Change::LeaseRevoked { revision: before + 1, lease: l2 }));
+    assert_eq!(
+        out.changes.last(),
+        Some(&Change::LeaseRevoked {
+            revision: before + 1,
+            lease: l2
+        })
+    );
     let events = d.events_since(before).expect("history");
     assert_eq!(events.len(), 2);
-    assert!(events.iter().all(|e| e.kind == EventKind::Delete && e.prev.is_some()));
+    assert!(events
+        .iter()
+        .all(|e| e.kind == EventKind::Delete && e.prev.is_some()));
     assert!(d.get(b"a").is_some() && d.get(b"d").is_some());
-    assert_eq!(d.revoke(l2).expect_err("gone"), DictError::LeaseNotFound { lease: l2 });
+    assert_eq!(
+        d.revoke(l2).expect_err("gone"),
+        DictError::LeaseNotFound { lease: l2 }
+    );
 }
 
 #[test]
@@ -85,7 +115,10 @@ fn expire_revokes_overdue_leases_in_deadline_order_one_revision_each() {
     assert_eq!(out.value, vec![fast, slow]);
     assert_eq!(out.revision, before + 2);
     let revisions: Vec<u64> = out.changes.iter().map(Change::revision).collect();
-    assert_eq!(revisions, vec![before + 1, before + 1, before + 2, before + 2]);
+    assert_eq!(
+        revisions,
+        vec![before + 1, before + 1, before + 2, before + 2]
+    );
     assert_eq!(d.len(), 1);
     assert_eq!(d.next_deadline(), Some(100));
 }

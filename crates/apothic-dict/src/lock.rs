@@ -34,8 +34,9 @@ pub enum Standing {
 
 /// The key prefix of one named queue: length-prefixed, so no name's keys fall under another's.
 pub(crate) fn queue_prefix(space: &[u8], name: &[u8]) -> Result<Vec<u8>, DictError> {
-    let len = u32::try_from(name.len())
-        .map_err(|_| DictError::InvalidArgument { reason: "a lock or election name must be under 4 GiB" })?;
+    let len = u32::try_from(name.len()).map_err(|_| DictError::InvalidArgument {
+        reason: "a lock or election name must be under 4 GiB",
+    })?;
     let mut prefix = Vec::with_capacity(SYSTEM_PREFIX.len() + space.len() + 4 + name.len() + 8);
     prefix.extend_from_slice(SYSTEM_PREFIX);
     prefix.extend_from_slice(space);
@@ -53,7 +54,10 @@ pub(crate) fn queue_key(prefix: &[u8], revision: u64) -> Vec<u8> {
 
 impl Dict {
     /// A named queue's members in FIFO order: (revision queued at, entry).
-    pub(crate) fn queue_members<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = (u64, &'a Entry)> + 'a {
+    pub(crate) fn queue_members<'a>(
+        &'a self,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = (u64, &'a Entry)> + 'a {
         crate::engine::prefix_range(&self.system, prefix)
             .filter(move |(k, _)| k.len() == prefix.len() + 8)
             .map(|(_, e)| (e.create_revision, e))
@@ -63,8 +67,15 @@ impl Dict {
     pub(crate) fn standing_in(&self, prefix: &[u8], revision: u64, now: u64) -> Option<Standing> {
         let entry = self.system.get(&queue_key(prefix, revision))?;
         self.check_lease(entry.lease?, now).ok()?;
-        let ahead = self.queue_members(prefix).take_while(|(r, _)| *r < revision).count();
-        Some(if ahead == 0 { Standing::Acquired } else { Standing::Waiting { ahead } })
+        let ahead = self
+            .queue_members(prefix)
+            .take_while(|(r, _)| *r < revision)
+            .count();
+        Some(if ahead == 0 {
+            Standing::Acquired
+        } else {
+            Standing::Waiting { ahead }
+        })
     }
 
     /// Queues a request for lock `name` under a new lease of `ttl_ms`, at one revision (the
@@ -81,10 +92,27 @@ impl Dict {
         let mut batch = self.batch();
         let lease = self.grant_in(&mut batch, ttl_ms, now)?;
         let fence = batch.revision;
-        self.write(&mut batch, queue_key(&prefix, fence), owner.clone(), Some(lease.id));
-        let ahead = self.queue_members(&prefix).take_while(|(r, _)| *r < fence).count();
-        let standing = if ahead == 0 { Standing::Acquired } else { Standing::Waiting { ahead } };
-        let lock = Lock { name: name.to_vec(), owner, fence, lease: lease.id };
+        self.write(
+            &mut batch,
+            queue_key(&prefix, fence),
+            owner.clone(),
+            Some(lease.id),
+        );
+        let ahead = self
+            .queue_members(&prefix)
+            .take_while(|(r, _)| *r < fence)
+            .count();
+        let standing = if ahead == 0 {
+            Standing::Acquired
+        } else {
+            Standing::Waiting { ahead }
+        };
+        let lock = Lock {
+            name: name.to_vec(),
+            owner,
+            fence,
+            lease: lease.id,
+        };
         Ok(self.commit(batch, (lock, standing)))
     }
 
@@ -92,14 +120,20 @@ impl Dict {
     /// lease is overdue, so a waiter whose session ended never sees a grant (the Jepsen bug).
     pub fn lock_standing(&self, name: &[u8], fence: u64, now: u64) -> Result<Standing, DictError> {
         let prefix = queue_prefix(LOCK_SPACE, name)?;
-        self.standing_in(&prefix, fence, now).ok_or(DictError::LockNotHeld { fence })
+        self.standing_in(&prefix, fence, now)
+            .ok_or(DictError::LockNotHeld { fence })
     }
 
     /// The first request in line (its lease may be overdue but not yet swept).
     pub fn lock_holder(&self, name: &[u8]) -> Option<Lock> {
         let prefix = queue_prefix(LOCK_SPACE, name).ok()?;
         let (fence, entry) = self.queue_members(&prefix).next()?;
-        Some(Lock { name: name.to_vec(), owner: entry.value.clone(), fence, lease: entry.lease? })
+        Some(Lock {
+            name: name.to_vec(),
+            owner: entry.value.clone(),
+            fence,
+            lease: entry.lease?,
+        })
     }
 
     /// Number of queued requests, the holder included.
@@ -133,7 +167,10 @@ impl Dict {
                 Some(lease) if self.check_lease(lease, now).is_ok() => Ok(()),
                 _ => Err(DictError::LockNotHeld { fence }),
             },
-            Some((holder, _)) if holder > fence => Err(DictError::FenceStale { fence, current: holder }),
+            Some((holder, _)) if holder > fence => Err(DictError::FenceStale {
+                fence,
+                current: holder,
+            }),
             _ => Err(DictError::LockNotHeld { fence }),
         }
     }

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use proptest::prelude::*;
 
 use crate::{
-    Change, Compare, CompareOp, CompareTarget, Dict, DictConfig, DictError, Expect, LeaseId, PutOptions,
-    PutResult, Snapshot, TxnOp,
+    Change, Compare, CompareOp, CompareTarget, Dict, DictConfig, DictError, Expect, LeaseId,
+    PutOptions, PutResult, Snapshot, TxnOp,
 };
 
 const KEYS: [&[u8]; 4] = [b"a", b"a/1", b"b", b"c"];
@@ -55,7 +55,13 @@ fn model_version(model: &Model, key: &[u8]) -> u64 {
 fn same_as_model(d: &Dict, model: &Model) -> bool {
     d.len() == model.len()
         && d.range(b"").all(|(k, e)| {
-            model.get(k) == Some(&(e.value.clone(), e.version, e.create_revision, e.mod_revision))
+            model.get(k)
+                == Some(&(
+                    e.value.clone(),
+                    e.version,
+                    e.create_revision,
+                    e.mod_revision,
+                ))
         })
 }
 
@@ -192,13 +198,19 @@ struct LeaseModel {
 
 impl LeaseModel {
     fn live(&self, lease: LeaseId, now: u64) -> bool {
-        self.leases.get(&lease).is_some_and(|(deadline, _)| *deadline > now)
+        self.leases
+            .get(&lease)
+            .is_some_and(|(deadline, _)| *deadline > now)
     }
 
     fn end(&mut self, lease: LeaseId) -> BTreeSet<Vec<u8>> {
         self.leases.remove(&lease);
-        let gone: BTreeSet<Vec<u8>> =
-            self.keys.iter().filter(|(_, l)| **l == Some(lease)).map(|(k, _)| k.clone()).collect();
+        let gone: BTreeSet<Vec<u8>> = self
+            .keys
+            .iter()
+            .filter(|(_, l)| **l == Some(lease))
+            .map(|(k, _)| k.clone())
+            .collect();
         self.keys.retain(|k, _| !gone.contains(k));
         gone
     }

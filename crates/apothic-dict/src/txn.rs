@@ -29,7 +29,10 @@ impl Dict {
         let succeeded = compares.iter().all(|c| self.compare(c));
         let ops = if succeeded { success } else { failure };
         for op in &ops {
-            if let TxnOp::Put { lease: Some(lease), .. } = op {
+            if let TxnOp::Put {
+                lease: Some(lease), ..
+            } = op
+            {
                 self.check_lease(*lease, now)?;
             }
         }
@@ -77,7 +80,9 @@ fn check_branch(ops: &[TxnOp]) -> Result<(), DictError> {
         };
         check_user_key(key)?;
         if writes && !written.insert(key.as_slice()) {
-            return Err(DictError::InvalidArgument { reason: "a txn branch writes the same key twice" });
+            return Err(DictError::InvalidArgument {
+                reason: "a txn branch writes the same key twice",
+            });
         }
     }
     Ok(())

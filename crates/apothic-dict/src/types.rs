@@ -56,7 +56,11 @@ pub enum Change {
     /// A key was written or deleted (the same event goes to the watch history).
     Kv(Event),
     /// A lease was granted; its id is the revision.
-    LeaseGranted { revision: u64, lease: LeaseId, ttl_ms: u64 },
+    LeaseGranted {
+        revision: u64,
+        lease: LeaseId,
+        ttl_ms: u64,
+    },
     /// A lease was revoked or expired; the deletions of its keys are `Kv` changes of the same
     /// revision.
     LeaseRevoked { revision: u64, lease: LeaseId },
@@ -66,7 +70,9 @@ impl Change {
     pub fn revision(&self) -> u64 {
         match self {
             Change::Kv(event) => event.revision,
-            Change::LeaseGranted { revision, .. } | Change::LeaseRevoked { revision, .. } => *revision,
+            Change::LeaseGranted { revision, .. } | Change::LeaseRevoked { revision, .. } => {
+                *revision
+            }
         }
     }
 }
@@ -91,9 +97,14 @@ pub struct PutOptions {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutResult {
-    Written { entry: Entry, prev: Option<Entry> },
+    Written {
+        entry: Entry,
+        prev: Option<Entry>,
+    },
     /// `skip_if_exists` was set and the key exists: nothing was written.
-    Skipped { existing: Entry },
+    Skipped {
+        existing: Entry,
+    },
 }
 
 /// The expectation of a compare-and-swap.
@@ -137,7 +148,11 @@ pub enum CompareTarget {
 
 impl Compare {
     pub fn new(key: impl Into<Vec<u8>>, op: CompareOp, target: CompareTarget) -> Self {
-        Compare { key: key.into(), op, target }
+        Compare {
+            key: key.into(),
+            op,
+            target,
+        }
     }
 }
 
@@ -154,15 +169,26 @@ impl From<Expect> for CompareTarget {
 /// One operation of a txn branch, applied in order; a get sees earlier writes of its branch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxnOp {
-    Get { key: Vec<u8> },
-    Put { key: Vec<u8>, value: Vec<u8>, lease: Option<LeaseId> },
-    Delete { key: Vec<u8> },
+    Get {
+        key: Vec<u8>,
+    },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxnOpResult {
     Get(Option<Entry>),
-    Put { entry: Entry, prev: Option<Entry> },
+    Put {
+        entry: Entry,
+        prev: Option<Entry>,
+    },
     /// The deleted entry, `None` when the key was absent.
     Delete(Option<Entry>),
 }
@@ -223,7 +249,10 @@ impl Snapshot {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum DictError {
     #[error("compare failed at revision {revision}")]
-    CasConflict { current: Option<Entry>, revision: u64 },
+    CasConflict {
+        current: Option<Entry>,
+        revision: u64,
+    },
     #[error("key {key:?} is not in the dict")]
     KeyNotFound { key: Vec<u8> },
     #[error("lease {lease} is unknown or expired")]

@@ -6,7 +6,12 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
-create_exception!(_core, CoreError, PyException, "An error from the Rust core: args are (code, message).");
+create_exception!(
+    _core,
+    CoreError,
+    PyException,
+    "An error from the Rust core: args are (code, message)."
+);
 
 pub fn core_error(code: ErrorCode, message: impl std::fmt::Display) -> PyErr {
     CoreError::new_err((code.as_str(), message.to_string()))

@@ -23,10 +23,12 @@ pub struct QueueRef {
 
 impl QueueRef {
     fn with<T>(&self, f: impl FnOnce(&mut Queue) -> T) -> PyResult<T> {
-        let mut q = self
-            .inner
-            .lock()
-            .map_err(|_| core_error(ErrorCode::Internal, "queue state poisoned by an earlier panic"))?;
+        let mut q = self.inner.lock().map_err(|_| {
+            core_error(
+                ErrorCode::Internal,
+                "queue state poisoned by an earlier panic",
+            )
+        })?;
         Ok(f(&mut q))
     }
 }
@@ -36,7 +38,9 @@ impl QueueRef {
     #[new]
     #[pyo3(signature = (max_deliveries=0))]
     fn new(max_deliveries: u32) -> Self {
-        QueueRef { inner: Mutex::new(Queue::new(QueueConfig { max_deliveries })) }
+        QueueRef {
+            inner: Mutex::new(Queue::new(QueueConfig { max_deliveries })),
+        }
     }
 
     #[pyo3(signature = (payload, delay_ms=0))]
@@ -59,7 +63,13 @@ impl QueueRef {
     ) -> PyResult<(Option<ClaimTuple<'py>>, Vec<ExpiredTuple>)> {
         let (claim, expired) = self.with(|q| q.claim(now_ms(), lease_ms))?;
         let claim = claim.map(|c| {
-            (c.claim_id, c.item_id, PyBytes::new(py, &c.payload), c.delivery_count, c.lease_expires_at)
+            (
+                c.claim_id,
+                c.item_id,
+                PyBytes::new(py, &c.payload),
+                c.delivery_count,
+                c.lease_expires_at,
+            )
         });
         let expired = expired
             .into_iter()
@@ -74,12 +84,16 @@ impl QueueRef {
     }
 
     fn renew(&self, claim_id: u64, lease_ms: u64) -> PyResult<u64> {
-        Ok(self.with(|q| q.renew(claim_id, now_ms(), lease_ms))?.map_err(CoreErr::from)?)
+        Ok(self
+            .with(|q| q.renew(claim_id, now_ms(), lease_ms))?
+            .map_err(CoreErr::from)?)
     }
 
     #[pyo3(signature = (claim_id, delay_ms=0))]
     fn release(&self, claim_id: u64, delay_ms: u64) -> PyResult<()> {
-        Ok(self.with(|q| q.release(claim_id, now_ms(), delay_ms))?.map_err(CoreErr::from)?)
+        Ok(self
+            .with(|q| q.release(claim_id, now_ms(), delay_ms))?
+            .map_err(CoreErr::from)?)
     }
 
     fn remove(&self, item_id: u64) -> PyResult<()> {

@@ -100,15 +100,35 @@ impl Queue {
 
     /// Re-inserts an item recovered from durable state after a restart, keeping its delivery
     /// count so that max_deliveries still holds across restarts.
-    pub fn restore(&mut self, payload: Vec<u8>, delivery_count: u32, now: u64, delay_ms: u64) -> u64 {
+    pub fn restore(
+        &mut self,
+        payload: Vec<u8>,
+        delivery_count: u32,
+        now: u64,
+        delay_ms: u64,
+    ) -> u64 {
         let item_id = self.next_item_id;
         self.next_item_id += 1;
         self.insert(item_id, payload, delivery_count, now, delay_ms);
         item_id
     }
 
-    fn insert(&mut self, item_id: u64, payload: Vec<u8>, delivery_count: u32, now: u64, delay_ms: u64) {
-        self.items.insert(item_id, Item { payload, delivery_count, claim_id: None });
+    fn insert(
+        &mut self,
+        item_id: u64,
+        payload: Vec<u8>,
+        delivery_count: u32,
+        now: u64,
+        delay_ms: u64,
+    ) {
+        self.items.insert(
+            item_id,
+            Item {
+                payload,
+                delivery_count,
+                claim_id: None,
+            },
+        );
         self.schedule(item_id, now, delay_ms);
     }
 
@@ -116,7 +136,8 @@ impl Queue {
         if delay_ms == 0 {
             self.ready.push_back(item_id);
         } else {
-            self.delayed.push(Reverse((now.saturating_add(delay_ms), item_id)));
+            self.delayed
+                .push(Reverse((now.saturating_add(delay_ms), item_id)));
         }
     }
 
@@ -125,7 +146,9 @@ impl Queue {
         let expired = self.expire(now);
         self.promote_delayed(now);
         while let Some(item_id) = self.ready.pop_front() {
-            let Some(item) = self.items.get_mut(&item_id) else { continue };
+            let Some(item) = self.items.get_mut(&item_id) else {
+                continue;
+            };
             if item.claim_id.is_some() {
                 continue;
             }
@@ -134,7 +157,13 @@ impl Queue {
             item.delivery_count += 1;
             item.claim_id = Some(claim_id);
             let expires_at = now.saturating_add(lease_ms);
-            self.leases.insert(claim_id, Lease { item_id, expires_at });
+            self.leases.insert(
+                claim_id,
+                Lease {
+                    item_id,
+                    expires_at,
+                },
+            );
             self.deadlines.push(Reverse((expires_at, claim_id)));
             let claim = Claim {
                 claim_id,
@@ -154,7 +183,11 @@ impl Queue {
                 break;
             }
             self.delayed.pop();
-            if self.items.get(&item_id).is_some_and(|i| i.claim_id.is_none()) {
+            if self
+                .items
+                .get(&item_id)
+                .is_some_and(|i| i.claim_id.is_none())
+            {
                 self.ready.push_back(item_id);
             }
         }
@@ -162,14 +195,23 @@ impl Queue {
 
     /// Settles a claim: the item leaves the queue. Returns the item's payload.
     pub fn ack(&mut self, claim_id: u64) -> Result<Vec<u8>, QueueError> {
-        let lease = self.leases.remove(&claim_id).ok_or(QueueError::LeaseLost { claim_id })?;
-        let item = self.items.remove(&lease.item_id).ok_or(QueueError::LeaseLost { claim_id })?;
+        let lease = self
+            .leases
+            .remove(&claim_id)
+            .ok_or(QueueError::LeaseLost { claim_id })?;
+        let item = self
+            .items
+            .remove(&lease.item_id)
+            .ok_or(QueueError::LeaseLost { claim_id })?;
         Ok(item.payload)
     }
 
     /// Extends a held claim to `now + lease_ms`; returns the new deadline.
     pub fn renew(&mut self, claim_id: u64, now: u64, lease_ms: u64) -> Result<u64, QueueError> {
-        let lease = self.leases.get_mut(&claim_id).ok_or(QueueError::LeaseLost { claim_id })?;
+        let lease = self
+            .leases
+            .get_mut(&claim_id)
+            .ok_or(QueueError::LeaseLost { claim_id })?;
         if lease.expires_at <= now {
             // Overdue but not yet swept: the lease is lost all the same, so that a renewal can
             // never resurrect a claim whose item may already be promised to someone else.
@@ -182,7 +224,10 @@ impl Queue {
 
     /// Gives a claimed item back, visible again after `delay_ms`. The delivery stays counted.
     pub fn release(&mut self, claim_id: u64, now: u64, delay_ms: u64) -> Result<(), QueueError> {
-        let lease = self.leases.remove(&claim_id).ok_or(QueueError::LeaseLost { claim_id })?;
+        let lease = self
+            .leases
+            .remove(&claim_id)
+            .ok_or(QueueError::LeaseLost { claim_id })?;
         if let Some(item) = self.items.get_mut(&lease.item_id) {
             item.claim_id = None;
         }
@@ -192,7 +237,10 @@ impl Queue {
 
     /// Removes an item whether it is visible, delayed or claimed (a cancelled call).
     pub fn remove(&mut self, item_id: u64) -> Result<(), QueueError> {
-        let item = self.items.remove(&item_id).ok_or(QueueError::NotFound { item_id })?;
+        let item = self
+            .items
+            .remove(&item_id)
+            .ok_or(QueueError::NotFound { item_id })?;
         if let Some(claim_id) = item.claim_id {
             self.leases.remove(&claim_id);
         }
@@ -208,16 +256,21 @@ impl Queue {
                 break;
             }
             self.deadlines.pop();
-            let Some(lease) = self.leases.get(&claim_id) else { continue };
+            let Some(lease) = self.leases.get(&claim_id) else {
+                continue;
+            };
             if lease.expires_at != deadline {
                 continue; // renewed since; a later deadline entry stands for it
             }
             let item_id = lease.item_id;
             self.leases.remove(&claim_id);
-            let Some(item) = self.items.get_mut(&item_id) else { continue };
+            let Some(item) = self.items.get_mut(&item_id) else {
+                continue;
+            };
             item.claim_id = None;
             let delivery_count = item.delivery_count;
-            let dead = self.config.max_deliveries > 0 && delivery_count >= self.config.max_deliveries;
+            let dead =
+                self.config.max_deliveries > 0 && delivery_count >= self.config.max_deliveries;
             if dead {
                 if let Some(item) = self.items.remove(&item_id) {
                     self.dead.push((item_id, item.payload, delivery_count));
@@ -225,7 +278,12 @@ impl Queue {
             } else {
                 self.ready.push_front(item_id);
             }
-            expired.push(Expired { claim_id, item_id, delivery_count, dead_lettered: dead });
+            expired.push(Expired {
+                claim_id,
+                item_id,
+                delivery_count,
+                dead_lettered: dead,
+            });
         }
         expired
     }

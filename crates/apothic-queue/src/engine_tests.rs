@@ -13,12 +13,20 @@ fn claims_in_put_order_and_ack_removes() {
     let b = q.put(b"b".to_vec(), 0, 0);
     let (c1, _) = q.claim(0, 100);
     let c1 = c1.expect("first claim");
-    assert_eq!((c1.item_id, c1.delivery_count, c1.lease_expires_at), (a, 1, 100));
+    assert_eq!(
+        (c1.item_id, c1.delivery_count, c1.lease_expires_at),
+        (a, 1, 100)
+    );
     let (c2, _) = q.claim(0, 100);
     assert_eq!(c2.expect("second claim").item_id, b);
     assert!(q.claim(0, 100).0.is_none());
     assert_eq!(q.ack(c1.claim_id), Ok(b"a".to_vec()));
-    assert_eq!(q.ack(c1.claim_id), Err(QueueError::LeaseLost { claim_id: c1.claim_id }));
+    assert_eq!(
+        q.ack(c1.claim_id),
+        Err(QueueError::LeaseLost {
+            claim_id: c1.claim_id
+        })
+    );
     assert_eq!(q.len(), 1);
 }
 
@@ -74,7 +82,15 @@ fn dead_letters_after_max_deliveries() {
     q.claim(0, 10);
     q.claim(10, 10);
     let expired = q.expire(20);
-    assert_eq!(expired, vec![Expired { claim_id: 2, item_id: id, delivery_count: 2, dead_lettered: true }]);
+    assert_eq!(
+        expired,
+        vec![Expired {
+            claim_id: 2,
+            item_id: id,
+            delivery_count: 2,
+            dead_lettered: true
+        }]
+    );
     assert!(q.is_empty());
     assert_eq!(q.take_dead_letters(), vec![(id, b"x".to_vec(), 2)]);
 }

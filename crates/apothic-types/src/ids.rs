@@ -19,11 +19,16 @@ pub fn prefix_for(kind: &str) -> Option<&'static str> {
 
 /// Whether `id` is well formed for `kind`: the prefix, a dash, then 26 Crockford base32 characters.
 pub fn is_valid(kind: &str, id: &str) -> bool {
-    let Some(prefix) = prefix_for(kind) else { return false };
+    let Some(prefix) = prefix_for(kind) else {
+        return false;
+    };
     let Some(rest) = id.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else {
         return false;
     };
-    rest.len() == 26 && rest.chars().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+    rest.len() == 26
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
 }
 
 #[cfg(test)]

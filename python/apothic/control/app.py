@@ -79,7 +79,8 @@ async def serve(config: ServerConfig) -> None:
     """Runs until SIGTERM or SIGINT; writes $APOTHIC_HOME/server.json once it accepts requests."""
     config.home.mkdir(parents=True, exist_ok=True)
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # Open streams and worker sessions would hold shutdown for aiohttp's default 60 s.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()
@@ -104,6 +105,7 @@ async def serve(config: ServerConfig) -> None:
         provider_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await provider_task
+        await provider.close()  # before the runner waits on their sessions
         with contextlib.suppress(FileNotFoundError):
             if orjson.loads(open(path, "rb").read()).get("pid") == os.getpid():
                 os.unlink(path)

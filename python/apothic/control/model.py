@@ -145,6 +145,9 @@ class Job:
     result: bytes | None = None
     error: dict[str, str] | None = None
     updated_at: float = 0.0
+    # Every event of the job while it is live: intermediate events are written behind, so a
+    # stream that starts now reads its history here rather than from the store.
+    events: list[dict[str, Any]] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def summary(self) -> dict[str, Any]:

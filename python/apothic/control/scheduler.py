@@ -137,7 +137,7 @@ class Scheduler:
         return [job.id for job in jobs]
 
     def _event(self, job: Job, kind: str, **detail: Any) -> dict[str, Any]:
-        return {
+        event = {
             "job": job.id,
             "app": job.app_id,
             "type": kind,
@@ -147,6 +147,16 @@ class Scheduler:
             "worker": job.worker_id,
             "detail": detail or None,
         }
+        job.events.append(event)
+        return event
+
+    async def job_history(self, job_id: str, after: int) -> list[dict[str, Any]]:
+        """A job's events after a revision: from memory while it is live, else from the store
+        (a finished job's events are all on disk: its last write was awaited, in order)."""
+        job = self.jobs.get(job_id)
+        if job is not None:
+            return [e for e in job.events if e["revision"] > after]
+        return await self.store.job_events(job_id, after)
 
     def _note(self, job: Job, kind: str, status: str, **detail: Any) -> None:
         """An intermediate event: published now, written behind (nobody was promised it)."""

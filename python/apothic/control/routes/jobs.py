@@ -100,9 +100,8 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     summary = await scheduler.job_summary(job_id, account_of(request))
     if summary is None:
         raise NotFoundError(f"no job {job_id}", code="job.not_found")
-    store = request.app[keys.STORE]
 
     async def history(after: int) -> list[dict]:
-        return await store.job_events(job_id, after)
+        return await scheduler.job_history(job_id, after)
 
     return await follow(request, f"job:{job_id}", history, ends=lambda e: e["type"] in TERMINAL)
