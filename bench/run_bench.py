@@ -346,14 +346,8 @@ def stop_apothic() -> dict[str, Any]:
 
 
 # ---- Ray -----------------------------------------------------------------------------------
-def bench_ray(args: argparse.Namespace) -> dict[str, Any]:
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # every Ray listener on 127.0.0.1
-    out: dict[str, Any] = {}
-    t0 = time.perf_counter()
-    import ray
-
-    out["version"] = ray.__version__
-    out["import_s"] = round(time.perf_counter() - t0, 3)
+def bench_ray(args: argparse.Namespace, ray: Any, import_s: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"version": ray.__version__, "import_s": round(import_s, 3)}
     n, secs = args.n, args.seconds
     try:
         t0 = time.perf_counter()
@@ -502,14 +496,15 @@ def main() -> int:
     if args.no_ray:
         result["ray"] = "unavailable: skipped (--no-ray)"
     else:
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # every Ray listener on 127.0.0.1
+        t0 = time.perf_counter()
         try:
-            import ray  # noqa: F401
+            import ray
         except Exception as e:
             result["ray"] = f"unavailable: import ray failed: {type(e).__name__}: {e}"
         else:
             try:
-                result["ray"] = bench_ray(args)
+                result["ray"] = bench_ray(args, ray, time.perf_counter() - t0)
             except Exception as e:
                 failed = True
                 result["ray"] = f"unavailable: the Ray phase failed: {type(e).__name__}: {e}"

@@ -14,7 +14,7 @@ DEFINE INDEX IF NOT EXISTS log_job ON log FIELDS job;
 DEFINE INDEX IF NOT EXISTS log_app ON log FIELDS app;
 DEFINE INDEX IF NOT EXISTS job_status ON job FIELDS status;
 DEFINE INDEX IF NOT EXISTS app_name ON app FIELDS account, name;
-DEFINE INDEX IF NOT EXISTS function_app ON function FIELDS app;
+DEFINE INDEX IF NOT EXISTS function_app ON func FIELDS app;
 """
 
 TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
@@ -83,7 +83,7 @@ class Store:
         parts = ["UPSERT type::thing('app', $app.id) CONTENT $app;"]
         variables: dict[str, Any] = {"app": app}
         for i, fn in enumerate(functions):
-            parts.append(f"UPSERT type::thing('function', $f{i}.id) CONTENT $f{i};")
+            parts.append(f"UPSERT type::thing('func', $f{i}.id) CONTENT $f{i};")
             variables[f"f{i}"] = fn
         await self.db.write("\n".join(parts), variables)
 
@@ -102,7 +102,7 @@ class Store:
         return await self._select("SELECT * FROM app WHERE state IN ['running', 'deployed']")
 
     async def functions_of(self, app_id: str) -> list[dict[str, Any]]:
-        return await self._select("SELECT * FROM function WHERE app = $app", {"app": app_id})
+        return await self._select("SELECT * FROM func WHERE app = $app", {"app": app_id})
 
     # ---- jobs ----------------------------------------------------------------------------
     async def create_jobs(self, jobs: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
