@@ -42,7 +42,7 @@ class AuthError(Error):
     http_status = 401
 
 
-class ConnectionError(Error):  # noqa: A001 - Modal's name
+class ConnectionError(Error):
     code = "server.unreachable"
     http_status = 503
 
@@ -66,7 +66,7 @@ class RemoteError(Error):
     http_status = 500
 
 
-class TimeoutError(Error):  # noqa: A001 - Modal's name
+class TimeoutError(Error):
     code = "timeout"
     http_status = 408
 
@@ -130,6 +130,13 @@ _EXTRA_CODES: dict[str, type[Error]] = {
     "job.not_found": NotFoundError,
     "blob.not_found": NotFoundError,
     "queue.empty": Error,
+    "dict.cas_conflict": ConflictError,
+    "dict.lease_not_found": NotFoundError,
+    "dict.fence_stale": ConflictError,
+    "dict.compacted": NotFoundError,
+    "lock.not_held": ConflictError,
+    "election.not_leader": ConflictError,
+    "placement.no_match": InvalidError,
 }
 
 CODE_TO_CLASS: dict[str, type[Error]] = {cls.code: cls for cls in _CLASSES} | _EXTRA_CODES
@@ -159,6 +166,13 @@ _EXIT_CODES: dict[str, int] = {
     "queue.empty": 22,
     "shutdown": 23,
     "app.not_found_in_file": 24,
+    "dict.cas_conflict": 21,
+    "dict.lease_not_found": 13,
+    "dict.fence_stale": 21,
+    "dict.compacted": 13,
+    "lock.not_held": 21,
+    "election.not_leader": 21,
+    "placement.no_match": 25,
 }
 
 

@@ -57,7 +57,7 @@ class FunctionCall(Job):
         await client.json("POST", f"/v1/jobs/{self.object_id}/cancel")
 
     @dual
-    async def gather(cls, *calls: FunctionCall) -> list[Any]:  # noqa: N805 - bound to the class
+    async def gather(cls, *calls: FunctionCall) -> list[Any]:
         client = await get_client()
         return list(await asyncio.gather(*(_result(client, c.object_id, None) for c in calls)))
 
@@ -141,7 +141,7 @@ class Function:
     async def remote(self, *args: Any, **kwargs: Any) -> Any:
         payload = dump_args(self._name, args, kwargs)
         client, function_id = await self._hydrate()
-        status, headers, body = await client.request(
+        status, _, body = await client.request(
             "POST", f"/v1/functions/{function_id}/calls", data=payload, params={"wait": str(_WAIT_S)})
         if status == 200:
             return load_outcome(body)

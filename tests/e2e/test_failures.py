@@ -45,7 +45,7 @@ def test_agent_sigkill_lets_the_lease_expire_and_the_call_run_again(server: dict
         if driver.poll() is None:
             driver.kill()
             driver.wait()
-    job_id, result, attempts = out.strip().splitlines()
+    _job_id, result, attempts = out.strip().splitlines()
     assert result == "second attempt"
     assert int(attempts) == 2
     assert agent_pid not in servers.agent_pids(server["pid"])
@@ -80,12 +80,15 @@ def test_control_plane_sigkill_keeps_every_acknowledged_call(tmp_path: Path) -> 
         for line in spawner.stdout:
             acknowledged.append(line.strip())
             if len(acknowledged) == 20:
+                orphans = servers.agent_pids(info["pid"])
                 os.kill(info["pid"], signal.SIGKILL)  # mid-stream
                 break
         spawner.kill()
         spawner.wait()
         spawner.stdout.close()
         assert servers.wait_dead(info["pid"])
+        # Agents notice their server is gone and exit rather than linger as orphans.
+        assert all(servers.wait_dead(pid, 10) for pid in orphans)
         info = servers.start(home)
         result = subprocess.run([sys.executable, "-c", _COLLECTOR, *acknowledged], env=env, capture_output=True,
                                 text=True, timeout=120)

@@ -25,7 +25,7 @@ class _Bound(Generic[T]):
         return await _loop.run_async(self._fn(self._obj, *args, **kwargs))
 
 
-class dual(Generic[T]):  # noqa: N801 - used as a decorator
+class dual(Generic[T]):
     """Makes an `async def` method callable both ways."""
 
     def __init__(self, fn: Callable[..., Coroutine[Any, Any, T]]) -> None:

@@ -74,6 +74,7 @@ class Agent:
         self.http: aiohttp.ClientSession | None = None
         self.stop = asyncio.Event()
         self.outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self.starting: set[asyncio.Task[None]] = set()
         self.heartbeat_s = float(os.environ.get("APOTHIC_HEARTBEAT_S", "1.0"))
 
     # ---- the session -------------------------------------------------------------------
@@ -93,7 +94,10 @@ class Agent:
             loop.add_signal_handler(sig, self.stop.set)
         watchers = [asyncio.create_task(self._heartbeats())]
         if self.exit_with_parent:
-            watchers.append(asyncio.create_task(self._watch_parent(os.getppid())))
+            # The parent's pid comes from the environment: if it died while this agent was still
+            # importing, getppid() would already name init and the watch would never fire.
+            parent = int(os.environ.get("APOTHIC_PARENT_PID") or os.getppid())
+            watchers.append(asyncio.create_task(self._watch_parent(parent)))
         self.http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"})
         self.spare = asyncio.create_task(self._spawn())
         delay = 0.1
@@ -154,7 +158,9 @@ class Agent:
             self.worker_id = header["worker"]
             log.info("connected as %s", self.worker_id)
         elif kind == "start_container":
-            asyncio.create_task(self._start_container(header))
+            task = asyncio.create_task(self._start_container(header))
+            self.starting.add(task)
+            task.add_done_callback(self.starting.discard)
         elif kind == "run":
             ct = self.containers.get(header["container"])
             if ct is None or ct.proc.returncode is not None:

@@ -201,6 +201,8 @@ class Scheduler:
                 await asyncio.wait_for(job.done.wait(), timeout)
             except TimeoutError:
                 raise OutputExpiredError(f"job {job_id} is still {job.status}") from None
+            # Its final record was awaited onto disk before `done` was set: no need to re-read it.
+            return {"id": job.id, "status": job.status, "result": job.result, "error": job.error}
         row = await self.store.get_job(job_id)
         if row is None or row.get("account") != account:
             raise NotFoundError(f"no job {job_id}", code="job.not_found")

@@ -36,7 +36,8 @@ class LocalProvider:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "apothic", "worker", "start", "--server", self.server_url,
                  "--token", self.token, "--provider", "local", "--exit-with-parent"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=os.environ.copy(),
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                env=os.environ | {"APOTHIC_PARENT_PID": str(os.getpid())},
             )
         self.processes[proc.pid] = proc
         log.info("started local worker agent pid %d", proc.pid)
