@@ -20,6 +20,7 @@ log = logging.getLogger("apothic.store")
 
 _VAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _MAX_BATCH = 512
+_LAZY_FLUSH_S = 0.02
 
 
 class StoreError(RuntimeError):
@@ -59,6 +60,8 @@ class Database:
         self._db: Any = None
         self._pending: asyncio.Queue[_Write] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._lazy: list[_Write] = []
+        self._lazy_timer: asyncio.TimerHandle | None = None
 
     async def open(self) -> None:
         self._db = AsyncSurreal(self.url)
@@ -69,6 +72,7 @@ class Database:
     async def close(self) -> None:
         if self._writer is not None:
             # Let writes already accepted finish before the connection goes.
+            self._flush_lazy()
             await self._pending.join()
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
@@ -83,12 +87,27 @@ class Database:
     async def write(self, sql: str, variables: dict[str, Any] | None = None) -> None:
         """Commits a mutation; returns once it is on disk."""
         done = asyncio.get_running_loop().create_future()
+        self._flush_lazy()  # earlier unawaited writes keep their place ahead of this one
         self._pending.put_nowait(_Write(sql, variables or {}, done))
         await done
 
     def write_nowait(self, sql: str, variables: dict[str, Any] | None = None) -> None:
-        """Queues a mutation that nobody waits for (logs, intermediate events); order is kept."""
-        self._pending.put_nowait(_Write(sql, variables or {}))
+        """Queues a mutation that nobody waits for (logs, intermediate events); order is kept.
+
+        It rides along with the next awaited write, or goes alone after a short delay: a call
+        that finishes quickly then costs one commit for all its events instead of one each.
+        """
+        self._lazy.append(_Write(sql, variables or {}))
+        if self._lazy_timer is None:
+            self._lazy_timer = asyncio.get_running_loop().call_later(_LAZY_FLUSH_S, self._flush_lazy)
+
+    def _flush_lazy(self) -> None:
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
+        for w in self._lazy:
+            self._pending.put_nowait(w)
+        self._lazy.clear()
 
     async def _write_loop(self) -> None:
         while True:
