@@ -164,3 +164,9 @@ def test_options_that_cannot_be_honoured_fail_at_decoration() -> None:
         idle_app.function(image=apothic.Image.debian_slim().pip_install("numpy"))
     with pytest.raises(apothic.exception.InvalidError, match="max_retries"):
         apothic.Retries(max_retries=-1)
+
+
+def test_impossible_requirement_fails_with_placement_no_match(running) -> None:
+    with pytest.raises(apothic.exception.Error) as info:
+        running.too_big.remote()
+    assert info.value.code == "placement.no_match" and "cpu=100000" in info.value.message

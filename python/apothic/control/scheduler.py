@@ -399,7 +399,11 @@ class Scheduler:
         fn = self.functions.get(ct.function_id)
         if fn is None:
             return
-        error = {"code": "execution.failed", "message": f"could not load {fn.spec.name}: {message}"}
+        await self._fail_waiting(fn, {"code": "execution.failed",
+                                      "message": f"could not load {fn.spec.name}: {message}"})
+
+    async def _fail_waiting(self, fn: FunctionRuntime, error: dict[str, str]) -> None:
+        """Ends every call of `fn` that no container holds yet as failed, with `error`."""
         for job in [j for j in self.jobs.values() if j.function_id == fn.spec.id and j.claim_id is None]:
             if job.item_id is not None:
                 try:
@@ -469,13 +473,7 @@ class Scheduler:
                 self._on_expired(fn, fn.queue.expire())
             reason = self.unplaceable_reason(fn)
             if reason is not None:
-                for job in [j for j in self.jobs.values() if j.function_id == fn.spec.id and j.claim_id is None]:
-                    if job.item_id is not None:
-                        try:
-                            fn.queue.remove(job.item_id)
-                        except NotFoundError:
-                            pass
-                    await self._finish(job, "failed", error={"code": "placement.no_match", "message": reason})
+                await self._fail_waiting(fn, {"code": "placement.no_match", "message": reason})
                 continue
             self._pump(fn)
             idle = sorted((c for c in fn.containers.values() if c.state == "idle"), key=lambda c: c.idle_since)

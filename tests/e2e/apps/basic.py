@@ -75,3 +75,8 @@ def wait_for(seconds):
 @app.function(scaledown_window=0.5)
 def quick_scaledown(x):
     return x
+
+
+@app.function(cpu=100_000)
+def too_big():
+    return "never"
