@@ -137,13 +137,9 @@ def reap_leftovers(phase: str, grace_s: float) -> list[str]:
 
 
 def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from apothic._embedded import pid_alive as alive
+
+    return alive(pid)
 
 
 def apothic_cli() -> list[str]:

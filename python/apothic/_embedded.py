@@ -27,7 +27,7 @@ def is_healthy(url: str) -> bool:
         return False
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -39,7 +39,7 @@ def _pid_alive(pid: int) -> bool:
 
 def running_server() -> dict | None:
     info = _config.server_info()
-    if info and _pid_alive(int(info.get("pid", 0))) and is_healthy(info["url"]):
+    if info and pid_alive(int(info.get("pid", 0))) and is_healthy(info["url"]):
         return info
     return None
 
