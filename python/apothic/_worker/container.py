@@ -89,7 +89,19 @@ def _outcome_error(exc: BaseException) -> tuple[bytes, dict[str, str]]:
     return payload, {"code": "remote.error", "message": message}
 
 
+def _die_with_agent() -> None:
+    """A container whose agent is gone must not keep running user code nobody will collect."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the agent died before the line above took effect
+            os._exit(1)
+
+
 def main() -> None:
+    _die_with_agent()
     channel = _Channel(socket.socket(fileno=int(os.environ["APOTHIC_CONTAINER_FD"])))
     stdout, stderr = _Output(channel, "stdout"), _Output(channel, "stderr")
     fn: Any = None
