@@ -38,6 +38,7 @@ class App:
         self.registered_functions: dict[str, Function] = {}
         self.registered_entrypoints: dict[str, LocalEntrypoint] = {}
         self._module: Any = None
+        self._printed_revision = 0  # the last log line printed by app.run()
 
     def __repr__(self) -> str:
         return f"App({self.name!r})"
@@ -159,7 +160,7 @@ class App:
         deadline = time.monotonic() + _LOG_DRAIN_S
         while not printer.done() and time.monotonic() < deadline:
             logged = await client.json("GET", f"/v1/apps/{self.app_id}/logs/revision")
-            if logged["revision"] == 0 or getattr(self, "_printed_revision", 0) >= min(target, logged["revision"]):
+            if logged["revision"] == 0 or self._printed_revision >= min(target, logged["revision"]):
                 break
             await asyncio.sleep(0.02)
         printer.cancel()

@@ -78,13 +78,13 @@ class _MapMethod:
     def __call__(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
                  order_outputs: bool = True, return_exceptions: bool = False) -> Iterator[Any]:
         inputs = self._inputs(iterables, kwargs or {})
-        results = _loop.run(self._function._map(inputs, return_exceptions))
+        results = _loop.run(self._function._map(inputs, return_exceptions, order_outputs))
         yield from results
 
     async def aio(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
                   order_outputs: bool = True, return_exceptions: bool = False) -> AsyncIterator[Any]:
         inputs = self._inputs(iterables, kwargs or {})
-        for value in await _loop.run_async(self._function._map(inputs, return_exceptions)):
+        for value in await _loop.run_async(self._function._map(inputs, return_exceptions, order_outputs)):
             yield value
 
 
@@ -167,14 +167,26 @@ class Function:
         found = await client.json("POST", f"/v1/functions/{function_id}/calls:batch", data=b"".join(parts))
         return found["job_ids"]
 
-    async def _map(self, inputs: list[tuple[tuple, dict]], return_exceptions: bool) -> list[Any]:
+    async def _map(self, inputs: list[tuple[tuple, dict]], return_exceptions: bool,
+                   order_outputs: bool = True) -> list[Any]:
+        """Every input's outcome: in input order, or in the order the calls finished."""
         client = await get_client()
         ids = await self._spawn_many(inputs)
-        results = await asyncio.gather(*(_result(client, job_id, None) for job_id in ids),
-                                       return_exceptions=True)
+        pending = [asyncio.ensure_future(_result(client, job_id, None)) for job_id in ids]
+        if order_outputs:
+            results = await asyncio.gather(*pending, return_exceptions=True)
+        else:
+            results = []
+            for finished in asyncio.as_completed(pending):
+                try:
+                    results.append(await finished)
+                except Exception as e:
+                    results.append(e)
         if not return_exceptions:
             for value in results:
                 if isinstance(value, BaseException):
+                    for task in pending:
+                        task.cancel()
                     raise value
         return list(results)
 

@@ -41,6 +41,9 @@ def test_async_function_and_aio_forms(running) -> None:
 def test_map_starmap_spawn_gather(running) -> None:
     assert list(running.add.map(range(20), range(20))) == [2 * i for i in range(20)]
     assert list(running.add.starmap([(1, 2), (3, 4)])) == [3, 7]
+    assert sorted(running.wait_for.map([0.6, 0.0], order_outputs=False)) == ["done", "done"]
+    first, second = running.add.map([1, "x"], [1, 1], return_exceptions=True)
+    assert first == 2 and isinstance(second, TypeError)
     calls = [running.add.spawn(i, 1) for i in range(5)]
     assert apothic.FunctionCall.gather(*calls) == [1, 2, 3, 4, 5]
     again = apothic.FunctionCall.from_id(calls[0].object_id)

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apothic._bridge.queue import QueueEngine
+from apothic.job import TERMINAL as JOB_TERMINAL_STATES
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+TERMINAL = frozenset(JOB_TERMINAL_STATES)
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_SCALEDOWN_S = 60.0
 DEFAULT_MAX_CONTAINERS = max(2, os.cpu_count() or 2)

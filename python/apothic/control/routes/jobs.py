@@ -8,7 +8,7 @@ from apothic.control.middlewares import account_of
 from apothic.control.model import TERMINAL
 from apothic.control.routes._body import float_param, json_response
 from apothic.control.routes.streams import follow
-from apothic.exception import MalformedRequestError, NotFoundError, error_for
+from apothic.exception import MalformedRequestError, error_for
 
 routes = web.RouteTableDef()
 
@@ -97,9 +97,7 @@ async def get_job_logs(request: web.Request) -> web.Response:
 async def job_events(request: web.Request) -> web.StreamResponse:
     job_id = request.match_info["job"]
     scheduler = request.app[keys.SCHEDULER]
-    summary = await scheduler.job_summary(job_id, account_of(request))
-    if summary is None:
-        raise NotFoundError(f"no job {job_id}", code="job.not_found")
+    await scheduler.job_summary(job_id, account_of(request))  # not_found, or another account's
 
     async def history(after: int) -> list[dict]:
         return await scheduler.job_history(job_id, after)

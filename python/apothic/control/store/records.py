@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from apothic.control.store.db import Database
+from apothic.job import TERMINAL
 
 _SCHEMA = """
 DEFINE INDEX IF NOT EXISTS api_key_hash ON api_key FIELDS key_hash UNIQUE;
@@ -17,7 +18,6 @@ DEFINE INDEX IF NOT EXISTS app_name ON app FIELDS account, name;
 DEFINE INDEX IF NOT EXISTS function_app ON func FIELDS app;
 """
 
-TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
 
 
 def _row(record: dict[str, Any]) -> dict[str, Any]:
