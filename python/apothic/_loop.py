@@ -18,11 +18,19 @@ _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop  # about twice as fast per request/response as asyncio's own loop here
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def loop() -> asyncio.AbstractEventLoop:
     global _loop
     with _lock:
         if _loop is None or _loop.is_closed():
-            new_loop = asyncio.new_event_loop()
+            new_loop = _new_loop()
             thread = threading.Thread(target=new_loop.run_forever, name="apothic-client", daemon=True)
             thread.start()
             _loop = new_loop

@@ -27,7 +27,7 @@ log = logging.getLogger("apothic.control")
 
 async def _state(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
-    store = Store(Database(config.db_url))
+    store = Store(Database(config.db_url, config.home / "journal" / "store.log"))
     await store.open()
     hub = Hub(await store.max_revision())
     scheduler = Scheduler(store, hub, lease_ms=config.lease_ms)

@@ -103,7 +103,11 @@ class Scheduler:
             del self.functions[fn.spec.id]
 
     # ---- jobs --------------------------------------------------------------------------
-    async def submit(self, function_id: str, account: str, payloads: list[bytes]) -> list[str]:
+    async def submit(self, function_id: str, account: str, payloads: list[bytes], *,
+                     acknowledge: bool = True) -> list[str]:
+        """Queues calls. With `acknowledge`, their ids are returned only once the jobs are durable;
+        a caller that waits for the result instead (`remote()`) is promised nothing until then,
+        so its job record is written behind and lands with, or before, the result."""
         fn = self.functions.get(function_id)
         if fn is None or fn.spec.account != account:
             raise NotFoundError(f"function {function_id} is not running or deployed", code="function.not_found")
@@ -127,8 +131,7 @@ class Scheduler:
                 "status": "queued", "attempts": 0, "args": payload, "created_at": now, "updated_at": now,
             })
             events.append(self._event(job, "queued"))
-        # Acknowledged means durable: the ids go back only once the jobs are on disk.
-        await self.store.create_jobs(records, events)
+        await self.store.create_jobs(records, events, durable=acknowledge)
         for job, event in zip(jobs, events, strict=True):
             self.jobs[job.id] = job
             job.item_id = fn.queue.put(job.id.encode())

@@ -37,14 +37,15 @@ async def create_call(request: web.Request) -> web.StreamResponse:
         raise MalformedRequestError("call body must be the pickled arguments (1 byte to 64 MiB)")
     account = account_of(request)
     scheduler = request.app[keys.SCHEDULER]
-    [job_id] = await scheduler.submit(request.match_info["function"], account, [payload])
     wait = min(float_param(request, "wait", 0), _LONG_POLL_MAX_S)
+    [job_id] = await scheduler.submit(request.match_info["function"], account, [payload], acknowledge=wait <= 0)
     if wait > 0:
         try:
             return result_response(await scheduler.wait(job_id, account, wait))
         except Exception as e:
             if getattr(e, "code", "") != "job.pending":
                 raise
+        await request.app[keys.STORE].db.sync()  # the id below is a promise: make the job durable first
     return json_response({"job_id": job_id, "status": "queued"}, status=202)
 
 

@@ -1,26 +1,34 @@
-"""The SurrealDB connection and its group-commit writer.
+"""The SurrealDB connection behind a journal and a group-committing writer.
 
-Measured here (shared/reference/measured-here.md): a point write through the SDK costs about
-1 ms, but 1,000 rows in one query go in at 5-11k rows/s. So every mutation goes through one
-writer task that drains whatever arrived while the previous batch was committing and commits it
-as one `BEGIN ... COMMIT` query: durability costs one round trip per tick, not one per write.
+A write is acknowledged once it is in the journal (journal.py), synced to disk; everything that
+arrives while one append is in flight goes into the next, so durability costs one fdatasync per
+tick, not one per write. A checkpoint task then applies journaled writes to SurrealDB in order,
+many to a `BEGIN ... COMMIT`, together with the journal position they reach. Reads wait for the
+checkpoint to catch up with every write acknowledged before them, so a reader always sees its
+own and everyone's acknowledged writes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from surrealdb import AsyncSurreal
+
+from apothic.control.store.journal import Journal, Record
 
 log = logging.getLogger("apothic.store")
 
 _VAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _MAX_BATCH = 512
 _LAZY_FLUSH_S = 0.02
+_JOURNAL_RESET_BYTES = 16 * 1024 * 1024
+_CHECKPOINT_SQL = "UPSERT meta:journal SET seq = $seq RETURN NONE"
 
 
 class StoreError(RuntimeError):
@@ -53,49 +61,86 @@ def _check(response: dict[str, Any], what: str) -> list[Any]:
 
 
 class Database:
-    def __init__(self, url: str, namespace: str = "apothic", database: str = "main") -> None:
+    def __init__(self, url: str, journal_path: Path, namespace: str = "apothic", database: str = "main") -> None:
         self.url = url
+        self._journal = Journal(journal_path)
         self._namespace = namespace
         self._database = database
         self._db: Any = None
         self._pending: asyncio.Queue[_Write] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
+        self._to_apply: asyncio.Queue[list[Record]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
         self._lazy: list[_Write] = []
         self._lazy_timer: asyncio.TimerHandle | None = None
+        # One thread for journal appends keeps them in order and off the event loop.
+        self._io = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self._seq = 0  # last sequence number journaled
+        self._applied = 0  # last sequence number SurrealDB holds
+        self._applied_changed = asyncio.Event()
 
     async def open(self) -> None:
         self._db = AsyncSurreal(self.url)
         await self._db.connect()
         await self._db.use(self._namespace, self._database)
-        self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+        await self._recover()
+        self._tasks = [asyncio.create_task(self._write_loop(), name="store-journal"),
+                       asyncio.create_task(self._apply_loop(), name="store-checkpoint")]
+
+    async def _recover(self) -> None:
+        """Replays into SurrealDB every journaled write past its checkpoint, then empties the journal."""
+        rows = _check(await self._db.query_raw("SELECT VALUE seq FROM meta:journal", {}), "recover")[0]
+        self._applied = int(rows[0]) if rows else 0
+        records = [r for r in self._journal.read_all() if r[0] > self._applied]
+        if self.url.startswith("mem://"):
+            records = []  # a fresh in-memory store: an earlier run's journal belongs to no one
+        for start in range(0, len(records), _MAX_BATCH):
+            await self._apply(records[start : start + _MAX_BATCH])
+        if records:
+            log.info("replayed %d journaled writes into the store", len(records))
+        self._seq = self._applied
+        self._journal.reset()
 
     async def close(self) -> None:
-        if self._writer is not None:
-            # Let writes already accepted finish before the connection goes.
+        if self._tasks:
+            # Let writes already accepted reach the journal and the store before closing.
             self._flush_lazy()
             await self._pending.join()
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
+            await self._caught_up(self._seq)
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._db is not None:
             await self._db.close()
+        self._io.shutdown(wait=True)
+        self._journal.close()
+
+    async def _caught_up(self, seq: int) -> None:
+        while self._applied < seq:
+            self._applied_changed.clear()
+            await self._applied_changed.wait()
 
     async def query(self, sql: str, variables: dict[str, Any] | None = None) -> list[Any]:
-        """Runs a read (or a schema statement) now; returns each statement's result."""
+        """Runs a read once the store holds every write acknowledged so far."""
+        await self._caught_up(self._seq)
         response = await self._db.query_raw(sql, variables or {})
         return _check(response, "query")
 
     async def write(self, sql: str, variables: dict[str, Any] | None = None) -> None:
-        """Commits a mutation; returns once it is on disk."""
+        """Makes a mutation durable; returns once it is synced to the journal."""
         done = asyncio.get_running_loop().create_future()
         self._flush_lazy()  # earlier unawaited writes keep their place ahead of this one
         self._pending.put_nowait(_Write(sql, variables or {}, done))
         await done
 
+    async def sync(self) -> None:
+        """Returns once every write queued so far, awaited or not, is durable."""
+        await self.write("RETURN NONE")
+
     def write_nowait(self, sql: str, variables: dict[str, Any] | None = None) -> None:
         """Queues a mutation that nobody waits for (logs, intermediate events); order is kept.
 
-        It rides along with the next awaited write, or goes alone after a short delay: a call
-        that finishes quickly then costs one commit for all its events instead of one each.
+        It rides along with the next awaited write, or goes alone after a short delay, so a call
+        that finishes quickly costs one sync for all its events instead of one each.
         """
         self._lazy.append(_Write(sql, variables or {}))
         if self._lazy_timer is None:
@@ -110,53 +155,66 @@ class Database:
         self._lazy.clear()
 
     async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            if self._applied == self._seq and self._journal.size > _JOURNAL_RESET_BYTES:
+                await loop.run_in_executor(self._io, self._journal.reset)
             batch = [await self._pending.get()]
             while len(batch) < _MAX_BATCH and not self._pending.empty():
                 batch.append(self._pending.get_nowait())
+            records: list[Record] = []
+            for w in batch:
+                self._seq += 1
+                records.append((self._seq, w.sql, w.vars))
             try:
-                await self._commit(batch)
+                frames = [Journal.encode(r) for r in records]
+                await loop.run_in_executor(self._io, self._journal.append, frames)
                 error: BaseException | None = None
-            except StoreError as e:
+            except Exception as e:  # unpicklable vars or a failing disk: nothing was acknowledged
+                log.exception("journal append failed")
                 error = e
-            except Exception as e:  # the engine itself failed: report it to every waiter
-                log.exception("store commit failed")
-                error = e
-            if error is not None and len(batch) > 1:
-                # One bad statement fails its transaction: retry one by one so only it fails.
-                for w in batch:
-                    try:
-                        await self._commit([w])
-                        self._settle(w, None)
-                    except Exception as e:
-                        self._settle(w, e)
-            else:
-                for w in batch:
-                    self._settle(w, error)
-            for _ in batch:
+                self._seq -= len(records)
+            for w in batch:
+                if w.done is not None and not w.done.done():
+                    if error is None:
+                        w.done.set_result(None)
+                    else:
+                        w.done.set_exception(StoreError(f"write not durable: {error}"))
                 self._pending.task_done()
+            if error is None:
+                self._to_apply.put_nowait(records)
 
-    @staticmethod
-    def _settle(w: _Write, error: BaseException | None) -> None:
-        if error is not None and w.done is None:
-            log.error("background write failed: %s", error)
-        if w.done is None or w.done.done():
-            return
-        if error is None:
-            w.done.set_result(None)
-        else:
-            w.done.set_exception(error)
+    async def _apply_loop(self) -> None:
+        while True:
+            records = await self._to_apply.get()
+            while len(records) < _MAX_BATCH and not self._to_apply.empty():
+                records.extend(self._to_apply.get_nowait())
+            await self._apply(records)
+            self._applied = records[-1][0]
+            self._applied_changed.set()
 
-    async def _commit(self, batch: list[_Write]) -> None:
-        if len(batch) == 1:
-            w = batch[0]
-            _check(await self._db.query_raw(w.sql, w.vars), "write")
-            return
+    async def _apply(self, records: list[Record]) -> None:
+        """Commits journaled writes to SurrealDB with the position they reach, in one transaction.
+        A statement SurrealDB refuses is a bug of ours: it is logged and skipped, never retried
+        forever, so one bad write cannot wedge every later one."""
+        try:
+            await self._commit(records)
+        except Exception:
+            log.exception("checkpoint batch failed; applying its writes one by one")
+            for record in records:
+                try:
+                    await self._commit([record])
+                except Exception:
+                    log.exception("store refused journaled write %d: %s", record[0], record[1][:200])
+                    await self._commit([(record[0], "RETURN NONE", {})])
+
+    async def _commit(self, records: list[Record]) -> None:
         parts = ["BEGIN TRANSACTION;"]
-        variables: dict[str, Any] = {}
-        for i, w in enumerate(batch):
-            sql, renamed = _rename_vars(w.sql, w.vars, f"w{i}_")
-            parts.append(sql.rstrip().rstrip(";") + ";")
+        variables: dict[str, Any] = {"seq": records[-1][0]}
+        for i, (_, sql, record_vars) in enumerate(records):
+            renamed_sql, renamed = _rename_vars(sql, record_vars, f"w{i}_")
+            parts.append(renamed_sql.rstrip().rstrip(";") + ";")
             variables.update(renamed)
+        parts.append(_CHECKPOINT_SQL + ";")
         parts.append("COMMIT TRANSACTION;")
-        _check(await self._db.query_raw("\n".join(parts), variables), "write batch")
+        _check(await self._db.query_raw("\n".join(parts), variables), "checkpoint")

@@ -105,11 +105,14 @@ class Store:
         return await self._select("SELECT * FROM func WHERE app = $app", {"app": app_id})
 
     # ---- jobs ----------------------------------------------------------------------------
-    async def create_jobs(self, jobs: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
-        await self.db.write(
-            "INSERT INTO job $jobs RETURN NONE; INSERT INTO job_event $events RETURN NONE;",
-            {"jobs": jobs, "events": events},
-        )
+    async def create_jobs(self, jobs: list[dict[str, Any]], events: list[dict[str, Any]], *,
+                          durable: bool = True) -> None:
+        sql = "INSERT INTO job $jobs RETURN NONE; INSERT INTO job_event $events RETURN NONE;"
+        variables = {"jobs": jobs, "events": events}
+        if durable:
+            await self.db.write(sql, variables)
+        else:
+            self.db.write_nowait(sql, variables)
 
     def record_event_nowait(self, event: dict[str, Any], job_fields: dict[str, Any] | None = None) -> None:
         self.db.write_nowait(*self._event_sql(event, job_fields))
