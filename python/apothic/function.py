@@ -7,11 +7,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from apothic import _loop
+from apothic import _loop, _wire
 from apothic._client import Client, get_client
 from apothic._serialization import dump_args, load_outcome
 from apothic._utils.dual import dual
-from apothic.exception import Error, ExecutionError, InvalidError, TimeoutError
+from apothic.exception import Error, ExecutionError, InvalidError, TimeoutError, error_for
 from apothic.job import Job, check_job_id
 
 if TYPE_CHECKING:
@@ -37,6 +37,52 @@ async def _result(client: Client, job_id: str, timeout: float | None) -> Any:
         return load_outcome(payload)
 
 
+_BATCH = 10_000  # ids per outcomes request, the server's limit
+
+
+def _settle(header: dict[str, Any], payload: bytes) -> Any:
+    """A finished job's value, or its error raised."""
+    if payload and header["status"] in ("succeeded", "failed"):
+        return load_outcome(payload)
+    error = header.get("error") or {"code": "execution.failed", "message": f"job {header['id']} {header['status']}"}
+    raise error_for(error["code"], error["message"])
+
+
+async def _outcomes(client: Client, job_ids: list[str], *, first: bool = False
+                    ) -> AsyncIterator[tuple[str, dict[str, Any], bytes]]:
+    """Yields (job id, header, payload) as jobs end, asking the server in batches (long polls)."""
+    remaining = list(dict.fromkeys(job_ids))
+    while remaining:
+        chunks = [remaining[i : i + _BATCH] for i in range(0, len(remaining), _BATCH)]
+        bodies = await asyncio.gather(*(
+            client.request("POST", "/v1/jobs/outcomes", json={"ids": chunk, "timeout": _WAIT_S, "first": first})
+            for chunk in chunks))
+        done: set[str] = set()
+        for _, _, body in bodies:
+            offset = 0
+            while offset < len(body):
+                size = int.from_bytes(body[offset : offset + 4], "big")
+                header, payload = _wire.unpack(body[offset + 4 : offset + 4 + size])
+                offset += 4 + size
+                done.add(header["id"])
+                yield header["id"], header, payload
+        remaining = [i for i in remaining if i not in done]
+
+
+async def _values(client: Client, job_ids: list[str], order_outputs: bool = True) -> list[Any]:
+    """Each job's value or exception: in the given order, or in the order they ended."""
+    settled: dict[str, Any] = {}
+    ordered: list[Any] = []
+    async for job_id, header, payload in _outcomes(client, job_ids, first=not order_outputs):
+        try:
+            value: Any = _settle(header, payload)
+        except Exception as e:
+            value = e
+        settled[job_id] = value
+        ordered.append(value)
+    return [settled[i] for i in job_ids] if order_outputs else ordered
+
+
 class FunctionCall(Job):
     """A spawned call. `object_id` is its durable job id."""
 
@@ -58,8 +104,12 @@ class FunctionCall(Job):
 
     @dual
     async def gather(cls, *calls: FunctionCall) -> list[Any]:
-        client = await get_client()
-        return list(await asyncio.gather(*(_result(client, c.object_id, None) for c in calls)))
+        """Every call's value, in order; the first failure (in order) is raised."""
+        values = await _values(await get_client(), [c.object_id for c in calls])
+        for value in values:
+            if isinstance(value, BaseException):
+                raise value
+        return values
 
 
 class _MapMethod:
@@ -171,24 +221,12 @@ class Function:
                    order_outputs: bool = True) -> list[Any]:
         """Every input's outcome: in input order, or in the order the calls finished."""
         client = await get_client()
-        ids = await self._spawn_many(inputs)
-        pending = [asyncio.ensure_future(_result(client, job_id, None)) for job_id in ids]
-        if order_outputs:
-            results = await asyncio.gather(*pending, return_exceptions=True)
-        else:
-            results = []
-            for finished in asyncio.as_completed(pending):
-                try:
-                    results.append(await finished)
-                except Exception as e:
-                    results.append(e)
+        results = await _values(client, await self._spawn_many(inputs), order_outputs)
         if not return_exceptions:
             for value in results:
                 if isinstance(value, BaseException):
-                    for task in pending:
-                        task.cancel()
                     raise value
-        return list(results)
+        return results
 
     @dual
     async def spawn_map(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None) -> list[FunctionCall]:

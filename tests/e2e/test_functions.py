@@ -173,3 +173,9 @@ def test_impossible_requirement_fails_with_placement_no_match(running) -> None:
     with pytest.raises(apothic.exception.Error) as info:
         running.too_big.remote()
     assert info.value.code == "placement.no_match" and "cpu=100000" in info.value.message
+
+
+def test_gather_raises_the_first_failure_in_order(running) -> None:
+    calls = [running.add.spawn(1, 1), running.fail.spawn("second"), running.fail.spawn("third")]
+    with pytest.raises(basic.CustomError, match="second"):
+        apothic.FunctionCall.gather(*calls)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from apothic import _ids
@@ -96,7 +97,7 @@ class Scheduler:
         await self.store.set_app_state(app_id, "stopped")
         for fn in [f for f in self.functions.values() if f.spec.app_id == app_id]:
             fn.live = False
-            for job in [j for j in self.jobs.values() if j.function_id == fn.spec.id]:
+            for job in [j for j in self.jobs.values() if j.function_id == fn.spec.id and j.status not in TERMINAL]:
                 await self._cancel(job, fn, "the app was stopped")
             for ct in list(fn.containers.values()):
                 self._stop_container(ct)
@@ -173,16 +174,29 @@ class Scheduler:
 
     async def _finish(self, job: Job, status: str, *, result: bytes | None = None,
                       error: dict[str, str] | None = None) -> None:
+        await self._conclude(job, status, result=result, error=error)
+
+    def _finish_soon(self, job: Job, status: str, *, result: bytes | None = None,
+                     error: dict[str, str] | None = None) -> None:
+        """Ends the job now, and makes that durable in the background: a worker's session goes
+        on to its next frame instead of waiting for the journal, and the callers are told only
+        once the ending is on disk."""
+        self._spawn(self._conclude(job, status, result=result, error=error))
+
+    def _conclude(self, job: Job, status: str, *, result: bytes | None,
+                  error: dict[str, str] | None) -> Coroutine[Any, Any, None]:
         job.status = status
         job.result = result
         job.error = error
         job.updated_at = time.time()
         job.deadline = None
         event = self._event(job, status, **({"error": error} if error else {}))
-        await self.store.record_event(event, {
-            "status": status, "attempts": job.attempts, "worker": job.worker_id, "result": result,
-            "error": error, "updated_at": job.updated_at,
-        })
+        fields = {"status": status, "attempts": job.attempts, "worker": job.worker_id, "result": result,
+                  "error": error, "updated_at": job.updated_at}
+        return self._persist_end(job, event, fields)
+
+    async def _persist_end(self, job: Job, event: dict[str, Any], fields: dict[str, Any]) -> None:
+        await self.store.record_event(event, fields)
         job.done.set()
         self.hub.publish(f"job:{job.id}", event)
         self.jobs.pop(job.id, None)
@@ -214,9 +228,33 @@ class Scheduler:
             raise OutputExpiredError(f"job {job_id} is still {row.get('status')}")
         return row
 
+    async def wait_many(self, job_ids: list[str], account: str, timeout: float,
+                        first: bool = False) -> list[dict[str, Any]]:
+        """Waits up to `timeout` for all of the jobs to end (or, with `first`, for any one);
+        returns the records of those that did."""
+        live = [j for j in (self.jobs.get(i) for i in job_ids) if j is not None and j.account == account]
+        live_ids = {j.id for j in live}
+        if live:
+            waiting = [asyncio.ensure_future(j.done.wait()) for j in live if not j.done.is_set()]
+            if waiting:
+                when = asyncio.FIRST_COMPLETED if first else asyncio.ALL_COMPLETED
+                _, pending = await asyncio.wait(waiting, timeout=timeout, return_when=when)
+                for task in pending:
+                    task.cancel()
+        rows = [{"id": j.id, "status": j.status, "result": j.result, "error": j.error}
+                for j in live if j.done.is_set()]
+        others = [i for i in job_ids if i not in live_ids]
+        if others:
+            found = {r["id"]: r for r in await self.store.get_jobs(others) if r.get("account") == account}
+            missing = [i for i in others if i not in found]
+            if missing:
+                raise NotFoundError(f"no job {missing[0]}", code="job.not_found")
+            rows.extend(r for r in found.values() if r.get("status") in TERMINAL)
+        return rows
+
     async def cancel(self, job_id: str, account: str) -> dict[str, Any]:
         job = self.jobs.get(job_id)
-        if job is None or job.account != account:
+        if job is None or job.account != account or job.status in TERMINAL:
             return await self.job_summary(job_id, account)  # already ended, or not found
         fn = self.functions.get(job.function_id)
         await self._cancel(job, fn, "cancelled by the caller")
@@ -332,7 +370,7 @@ class Scheduler:
                 fn.queue.ack(claim_id)
             except Exception:
                 pass
-        await self._finish(job, "failed", result=result, error=error)
+        self._finish_soon(job, "failed", result=result, error=error)
 
     def _on_expired(self, fn: FunctionRuntime, expired: list[Any]) -> None:
         for e in expired:
@@ -407,7 +445,8 @@ class Scheduler:
 
     async def _fail_waiting(self, fn: FunctionRuntime, error: dict[str, str]) -> None:
         """Ends every call of `fn` that no container holds yet as failed, with `error`."""
-        for job in [j for j in self.jobs.values() if j.function_id == fn.spec.id and j.claim_id is None]:
+        for job in [j for j in self.jobs.values()
+                    if j.function_id == fn.spec.id and j.claim_id is None and j.status not in TERMINAL]:
             if job.item_id is not None:
                 try:
                     fn.queue.remove(job.item_id)
@@ -444,12 +483,9 @@ class Scheduler:
         if job is not None and job.claim_id == claim_id:
             if ok:
                 claim, job.claim_id, job.deadline = job.claim_id, None, None
-                try:
-                    if fn is not None and claim is not None:
-                        fn.queue.ack(claim)
-                    await self._finish(job, "succeeded", result=payload)
-                except Exception:
-                    pass  # the lease was lost meanwhile: the redelivery's result counts
+                if fn is not None and claim is not None:
+                    fn.queue.ack(claim)
+                self._finish_soon(job, "succeeded", result=payload)
             else:
                 await self._attempt_failed(job, fn, error or {"code": "remote.error", "message": "failed"},
                                            payload)

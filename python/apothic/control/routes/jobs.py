@@ -3,10 +3,11 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+from apothic import _wire
 from apothic.control import keys
 from apothic.control.middlewares import account_of
 from apothic.control.model import TERMINAL
-from apothic.control.routes._body import float_param, json_response
+from apothic.control.routes._body import field, float_param, json_body, json_response
 from apothic.control.routes.streams import follow
 from apothic.exception import MalformedRequestError, error_for
 
@@ -65,6 +66,25 @@ async def create_calls(request: web.Request) -> web.Response:
         raise MalformedRequestError("batch body holds no inputs")
     ids = await request.app[keys.SCHEDULER].submit(request.match_info["function"], account_of(request), payloads)
     return json_response({"job_ids": ids})
+
+
+@routes.post("/v1/jobs/outcomes")
+async def wait_job_outcomes(request: web.Request) -> web.Response:
+    """The outcomes of many jobs (`gather`, `map`): waits up to `timeout` for all of them, then
+    answers with those that ended, each as a u32-length-prefixed wire frame."""
+    body = await json_body(request)
+    ids = field(body, "ids", list)
+    if not ids or not all(isinstance(i, str) for i in ids) or len(ids) > 10_000:
+        raise MalformedRequestError("ids must be a list of 1 to 10,000 job ids")
+    timeout = min(max(float(field(body, "timeout", (int, float), required=False) or 0), 0), _LONG_POLL_MAX_S)
+    first = bool(body.get("first"))
+    rows = await request.app[keys.SCHEDULER].wait_many(ids, account_of(request), timeout, first)
+    frames = []
+    for row in rows:
+        frame = _wire.pack({"id": row["id"], "status": row["status"], "error": row.get("error")},
+                           row.get("result") or b"")
+        frames.append(len(frame).to_bytes(4, "big") + frame)
+    return web.Response(body=b"".join(frames), content_type="application/octet-stream")
 
 
 @routes.get("/v1/jobs/{job}")

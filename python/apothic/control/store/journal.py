@@ -51,7 +51,7 @@ class Journal:
         return len(body).to_bytes(4, "big") + zlib.crc32(body).to_bytes(4, "big") + body
 
     def append(self, frames: list[bytes]) -> None:
-        """Writes and syncs records; blocking, so the caller runs it off the event loop."""
+        """Writes and syncs records (blocking for the length of one fdatasync)."""
         data = b"".join(frames)
         written = 0
         while written < len(data):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from surrealdb import RecordID
+
 from apothic.control.store.db import Database
 from apothic.job import TERMINAL
 
@@ -131,6 +133,9 @@ class Store:
 
     async def get_job(self, job_id: str) -> dict[str, Any] | None:
         return await self._get("job", job_id)
+
+    async def get_jobs(self, job_ids: list[str]) -> list[dict[str, Any]]:
+        return await self._select("SELECT * FROM $ids", {"ids": [RecordID("job", i) for i in job_ids]})
 
     async def unfinished_jobs(self) -> list[dict[str, Any]]:
         return await self._select(
