@@ -13,9 +13,11 @@ def square(x: int) -> int:
 
 @app.local_entrypoint()
 def main(n: int = 5) -> None:
-    print("remote:", square.remote(7))
-    print("map:", list(square.map(range(n))))
+    # Each line is printed in one piece: remote output is printed as it arrives, from another
+    # thread, and could otherwise land between the parts of a multi-argument print().
+    print(f"remote: {square.remote(7)}")
+    print(f"map: {list(square.map(range(n)))}")
     call = square.spawn(12)
-    print("spawned", call.object_id, "->", call.get())
+    print(f"spawned {call.object_id} -> {call.get()}")
     job = apothic.Job.from_id(call.object_id)
-    print("job status:", job.status(), "events:", [e.type for e in job.events()])
+    print(f"job status: {job.status()} events: {[e.type for e in job.events()]}")

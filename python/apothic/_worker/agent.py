@@ -10,6 +10,7 @@ the control plane runs the calls elsewhere.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import io
 import logging
@@ -39,6 +40,8 @@ class ContainerProc:
     app: str | None = None
     job: str | None = None
     claim: int | None = None
+    # Calls handed over while another runs: (job, claim, arguments), started in order.
+    waiting: collections.deque[tuple[str, int, bytes]] = field(default_factory=collections.deque)
     stopping: bool = False
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -166,9 +169,13 @@ class Agent:
             if ct is None or ct.proc.returncode is not None:
                 self.send({"t": "container_exited", "container": header["container"], "returncode": None})
                 return
-            ct.job, ct.claim = header["job"], header["claim"]
-            ct.send({"t": "run", "job": header["job"]}, payload)
-            self.send({"t": "started", "job": header["job"], "container": ct.id})
+            ct.waiting.append((header["job"], header["claim"], payload))
+            if ct.job is None:
+                self._run_next(ct)
+        elif kind == "drop":
+            ct = self.containers.get(header["container"])
+            if ct is not None:
+                ct.waiting = collections.deque(w for w in ct.waiting if w[0] != header["job"])
         elif kind == "stop_container":
             ct = self.containers.pop(header["container"], None)
             if ct is not None:
@@ -178,6 +185,7 @@ class Agent:
         while True:
             await asyncio.sleep(self.heartbeat_s)
             running = [[c.job, c.claim] for c in self.containers.values() if c.job is not None]
+            running += [[job, claim] for c in self.containers.values() for job, claim, _ in c.waiting]
             self.send({"t": "heartbeat", "running": running})
 
     async def _watch_parent(self, parent: int) -> None:
@@ -247,8 +255,17 @@ class Agent:
             elif kind == "result":
                 job, claim = ct.job, ct.claim
                 ct.job = ct.claim = None
+                # The next call goes in before the result goes out: the container never waits.
+                self._run_next(ct)
                 self.send({"t": "result", "job": job, "claim": claim, "container": ct.id, "ok": header["ok"],
                            "error": header.get("error")}, payload)
+
+    def _run_next(self, ct: ContainerProc) -> None:
+        if not ct.waiting:
+            return
+        ct.job, ct.claim, payload = ct.waiting.popleft()
+        ct.send({"t": "run", "job": ct.job}, payload)
+        self.send({"t": "started", "job": ct.job, "container": ct.id})
 
     async def _pump_pipe(self, ct: ContainerProc, pipe: asyncio.StreamReader | None, stream: str) -> None:
         if pipe is None:

@@ -16,6 +16,7 @@ TERMINAL = frozenset(JOB_TERMINAL_STATES)
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_SCALEDOWN_S = 60.0
 DEFAULT_MAX_CONTAINERS = max(2, os.cpu_count() or 2)
+CONTAINER_SLOTS = 2  # one running call plus one waiting in the agent
 
 
 @dataclass(slots=True)
@@ -106,8 +107,10 @@ class Container:
     id: str
     function_id: str
     worker_id: str
-    state: str = "starting"  # starting | idle | busy
-    job_id: str | None = None
+    state: str = "starting"  # starting | ready
+    # Calls handed to it, in order: the first runs, the rest wait in the agent so the container
+    # never idles for a round trip between calls.
+    jobs: list[str] = field(default_factory=list)
     idle_since: float = field(default_factory=time.monotonic)
 
 
@@ -143,6 +146,7 @@ class Job:
     worker_id: str | None = None
     container_id: str | None = None
     deadline: float | None = None
+    started: bool = False  # whether the current attempt has begun running in its container
     result: bytes | None = None
     error: dict[str, str] | None = None
     updated_at: float = 0.0

@@ -17,6 +17,7 @@ from typing import Any
 from apothic import _ids
 from apothic.control.hub import Hub
 from apothic.control.model import (
+    CONTAINER_SLOTS,
     TERMINAL,
     Container,
     FunctionRuntime,
@@ -266,17 +267,25 @@ class Scheduler:
                 fn.queue.remove(job.item_id)
             except NotFoundError:
                 pass
-        if job.container_id and job.container_id in self.containers:
-            self._stop_container(self.containers[job.container_id])
+        ct = self.containers.get(job.container_id) if job.container_id else None
+        if ct is not None:
+            if job.started:
+                self._stop_container(ct)
+            else:
+                self._unassign(ct, job)
+                self.workers[ct.worker_id].send({"t": "drop", "container": ct.id, "job": job.id}, b"")
         await self._finish(job, "cancelled", error={"code": "function.cancelled", "message": why})
 
     # ---- dispatch ----------------------------------------------------------------------
     def _pump(self, fn: FunctionRuntime) -> None:
         if not fn.live:
             return
-        for ct in list(fn.containers.values()):
-            if ct.state != "idle":
-                continue
+        ready = [c for c in fn.containers.values() if c.state == "ready"]
+        while ready:
+            # Fill idle containers first, then give each one call to hold in reserve.
+            ct = min(ready, key=lambda c: len(c.jobs))
+            if len(ct.jobs) >= CONTAINER_SLOTS:
+                break
             claim, expired = fn.queue.claim(self.lease_ms)
             self._on_expired(fn, expired)
             if claim is None:
@@ -285,8 +294,10 @@ class Scheduler:
             if job is None or job.status in TERMINAL:
                 fn.queue.ack(claim.claim_id)
                 continue
-            self._assign(fn, job, ct, claim.claim_id, claim.delivery_count)
-        waiting = len(fn.queue) - fn.queue.in_flight()
+            self._assign(job, ct, claim.claim_id)
+        # Calls held in reserve behind a running one count as waiting when deciding to scale up.
+        reserved = sum(max(0, len(c.jobs) - 1) for c in ready)
+        waiting = len(fn.queue) - fn.queue.in_flight() + reserved
         total = len(fn.containers)
         starting = fn.count("starting")
         want = max(fn.spec.min_containers - total, min(waiting - starting, fn.spec.max_containers - total))
@@ -294,14 +305,35 @@ class Scheduler:
             if not self._start_container(fn):
                 break
 
-    def _assign(self, fn: FunctionRuntime, job: Job, ct: Container, claim_id: int, delivery: int) -> None:
+    def _assign(self, job: Job, ct: Container, claim_id: int) -> None:
         worker = self.workers[ct.worker_id]
-        ct.state, ct.job_id = "busy", job.id
+        ct.jobs.append(job.id)
         job.claim_id, job.container_id, job.worker_id = claim_id, ct.id, worker.id
-        job.attempts = delivery
-        job.deadline = time.monotonic() + fn.spec.timeout_s
+        job.started, job.deadline = False, None  # the timeout runs from the start, not the hand-over
+        job.attempts += 1
         self._note(job, "assigned", "running", container=ct.id)
         worker.send({"t": "run", "job": job.id, "claim": claim_id, "container": ct.id}, job.args)
+
+    def _unassign(self, ct: Container, job: Job) -> None:
+        if job.id in ct.jobs:
+            ct.jobs.remove(job.id)
+        if not ct.jobs:
+            ct.idle_since = time.monotonic()
+
+    def _requeue_unstarted(self, ct: Container) -> None:
+        """Calls a container held in reserve go back to the queue, with no attempt counted."""
+        fn = self.functions.get(ct.function_id)
+        for job in [self.jobs[j] for j in ct.jobs if j in self.jobs]:
+            if job.started or job.claim_id is None or fn is None:
+                continue
+            try:
+                fn.queue.release(job.claim_id)
+            except Exception:
+                continue  # its lease is gone: the expiry path re-queued it already
+            job.attempts -= 1
+            job.claim_id, job.container_id = None, None
+            self._note(job, "queued", "queued", reason=f"container {ct.id} stopped before it began")
+        ct.jobs.clear()
 
     def _eligible(self, fn: FunctionRuntime, worker: WorkerHandle) -> bool:
         cap = worker.capacity
@@ -329,6 +361,7 @@ class Scheduler:
         return True
 
     def _stop_container(self, ct: Container) -> None:
+        self._requeue_unstarted(ct)
         self._drop_container(ct)
         worker = self.workers.get(ct.worker_id)
         if worker is not None:
@@ -426,7 +459,7 @@ class Scheduler:
         ct = self.containers.get(container_id)
         if ct is None:
             return
-        ct.state, ct.idle_since = "idle", time.monotonic()
+        ct.state, ct.idle_since = "ready", time.monotonic()
         fn = self.functions.get(ct.function_id)
         if fn is not None:
             self._pump(fn)
@@ -458,27 +491,34 @@ class Scheduler:
         ct = self.containers.get(container_id)
         if ct is None:
             return
-        self._drop_container(ct)
         fn = self.functions.get(ct.function_id)
-        job = self.jobs.get(ct.job_id) if ct.job_id else None
-        if job is not None and job.container_id == ct.id:
-            error = {"code": "execution.failed",
-                     "message": f"container {ct.id} exited with code {returncode} during attempt {job.attempts}"}
-            await self._attempt_failed(job, fn, error, None)
+        running = [self.jobs[j] for j in ct.jobs if j in self.jobs and self.jobs[j].started]
+        self._requeue_unstarted(ct)
+        self._drop_container(ct)
+        for job in running:
+            if job.container_id == ct.id:
+                error = {"code": "execution.failed",
+                         "message": f"container {ct.id} exited with code {returncode} during attempt {job.attempts}"}
+                await self._attempt_failed(job, fn, error, None)
         if fn is not None:
             self._pump(fn)
 
     def job_started(self, job_id: str, container_id: str) -> None:
         job = self.jobs.get(job_id)
-        if job is not None and job.container_id == container_id:
+        fn = self.functions.get(job.function_id) if job is not None else None
+        if job is not None and fn is not None and job.container_id == container_id:
+            job.started = True
+            job.deadline = time.monotonic() + fn.spec.timeout_s
             self._note(job, "started", "running", container=container_id)
 
     async def job_result(self, job_id: str, claim_id: int, container_id: str, ok: bool,
                          payload: bytes, error: dict[str, str] | None) -> None:
         ct = self.containers.get(container_id)
-        if ct is not None:
-            ct.state, ct.job_id, ct.idle_since = "idle", None, time.monotonic()
         job = self.jobs.get(job_id)
+        if ct is not None and job_id in ct.jobs:
+            ct.jobs.remove(job_id)
+            if not ct.jobs:
+                ct.idle_since = time.monotonic()
         fn = self.functions.get(ct.function_id) if ct else (self.functions.get(job.function_id) if job else None)
         if job is not None and job.claim_id == claim_id:
             if ok:
@@ -515,7 +555,8 @@ class Scheduler:
                 await self._fail_waiting(fn, {"code": "placement.no_match", "message": reason})
                 continue
             self._pump(fn)
-            idle = sorted((c for c in fn.containers.values() if c.state == "idle"), key=lambda c: c.idle_since)
+            idle = sorted((c for c in fn.containers.values() if c.state == "ready" and not c.jobs),
+                          key=lambda c: c.idle_since)
             surplus = len(fn.containers) - fn.spec.min_containers
             for ct in idle:
                 if surplus <= 0:

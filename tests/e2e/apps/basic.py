@@ -80,3 +80,15 @@ def quick_scaledown(x):
 @app.function(cpu=100_000)
 def too_big():
     return "never"
+
+
+@app.function(max_containers=1)
+def one_at_a_time(seconds, marker_dir=None):
+    """With one container, a second call waits in reserve behind the first."""
+    time.sleep(seconds)
+    if marker_dir is not None:
+        marker = Path(marker_dir) / "killed"
+        if not marker.exists():
+            marker.write_text("1")
+            os.kill(os.getpid(), signal.SIGKILL)
+    return seconds
