@@ -310,6 +310,22 @@ def bench_apothic(args: argparse.Namespace) -> dict[str, Any]:
         log(f"  {out['spawn_concurrent']['end_to_end_per_s']}/s end to end "
             f"(spawning alone {out['spawn_concurrent']['spawn_only_per_s']}/s)")
 
+        log("spawn_map, then gather ...")
+
+        def spawn_map_gather() -> dict[str, Any]:
+            start = time.perf_counter()
+            calls = noop.spawn_map(range(n))  # one request; every job durable before it returns
+            submitted = time.perf_counter()
+            results = apothic.FunctionCall.gather(*calls)
+            end = time.perf_counter()
+            assert results == list(range(n)), "gather returned wrong results"
+            return {"n": n, "end_to_end_per_s": round(n / (end - start), 1),
+                    "spawn_only_per_s": round(n / (submitted - start), 1)}
+
+        out["spawn_map_gather"] = bounded(spawn_map_gather, 180, "spawn_map+gather")
+        log(f"  {out['spawn_map_gather']['end_to_end_per_s']}/s end to end "
+            f"(submitting alone {out['spawn_map_gather']['spawn_only_per_s']}/s)")
+
         # Cold start, way 1: the same function after its container scaled down (scaledown_window=1).
         log("cold start after scaledown ...")
         base = containers_total()
@@ -475,6 +491,8 @@ def ratios(ap: dict[str, Any], ray: dict[str, Any]) -> dict[str, Any]:
         "map_vs_submit_get_per_s": (("map", "per_s"), ("submit_then_get", "end_to_end_per_s")),
         "spawn_concurrent_vs_submit_get_per_s": (("spawn_concurrent", "end_to_end_per_s"),
                                                  ("submit_then_get", "end_to_end_per_s")),
+        "spawn_map_gather_vs_submit_get_per_s": (("spawn_map_gather", "end_to_end_per_s"),
+                                                 ("submit_then_get", "end_to_end_per_s")),
         "cold_after_scaledown_vs_actor_cold_median_ms": (("cold_after_scaledown_ms", "median"),
                                                          ("actor_cold_start_ms", "median")),
         "cold_fresh_app_vs_actor_cold_median_ms": (("cold_fresh_app_ms", "median"),
@@ -558,7 +576,8 @@ def summarize(r: dict[str, Any], path: Path) -> None:
               f"{w['p50_ms']}/{w['p90_ms']}/{w['p99_ms']} ms (n={w['n']})")
         print(f"Apothic  spawn+gather {ap['spawn_gather']['end_to_end_per_s']}/s "
               f"(spawn alone {ap['spawn_gather']['spawn_only_per_s']}/s), map {ap['map']['per_s']}/s, "
-              f"spawn.aio x64+gather {ap['spawn_concurrent']['end_to_end_per_s']}/s")
+              f"spawn.aio x64+gather {ap['spawn_concurrent']['end_to_end_per_s']}/s, "
+              f"spawn_map+gather {ap['spawn_map_gather']['end_to_end_per_s']}/s")
         print(f"Apothic  cold after scaledown median {ap['cold_after_scaledown_ms']['median']} ms "
               f"{ap['cold_after_scaledown_ms']['values']}")
         print(f"Apothic  cold fresh app median {ap['cold_fresh_app_ms']['median']} ms "

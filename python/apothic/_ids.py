@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 
@@ -17,15 +18,15 @@ PREFIXES: dict[str, str] = {
 }
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# base64's base32 encoder (C) with its alphabet swapped for Crockford's: a ULID per call costs
+# one encode instead of a 26-step Python loop, which showed in the profile of spawn().
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
 
 
 def _ulid() -> str:
     value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    # 160 bits encode to 32 characters; the top 30 bits are zero, so the last 26 are the ULID.
+    return base64.b32encode(value.to_bytes(20, "big"))[6:].translate(_TO_CROCKFORD).decode()
 
 
 def new_id(kind: str) -> str:

@@ -44,3 +44,19 @@ def test_only_the_bridge_imports_core() -> None:
 def test_python_files_stay_small() -> None:
     big = [str(p) for p in (ROOT / "python").rglob("*.py") if len(p.read_text().splitlines()) > 800]
     assert big == []
+
+
+def test_ulids_carry_the_time_and_sort_by_it() -> None:
+    import time
+
+    ids = []
+    for _ in range(3):
+        ids.append(_ids.new_id("function_call"))
+        time.sleep(0.002)
+    assert ids == sorted(ids)
+    for object_id in ids:
+        body = object_id.split("-", 1)[1]
+        value = int(body.translate(str.maketrans("0123456789ABCDEFGHJKMNPQRSTVWXYZ",
+                                                 "0123456789abcdefghijklmnopqrstuv")), 32)
+        assert value < 1 << 128
+        assert abs((value >> 80) - time.time() * 1000) < 60_000  # the first 48 bits: milliseconds

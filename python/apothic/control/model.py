@@ -154,6 +154,7 @@ class Job:
     # stream that starts now reads its history here rather than from the store.
     events: list[dict[str, Any]] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    watchers: list[Callable[[], None]] = field(default_factory=list)  # called once `done` is set
 
     def summary(self) -> dict[str, Any]:
         return {

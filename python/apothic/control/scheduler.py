@@ -199,6 +199,8 @@ class Scheduler:
     async def _persist_end(self, job: Job, event: dict[str, Any], fields: dict[str, Any]) -> None:
         await self.store.record_event(event, fields)
         job.done.set()
+        for watcher in list(job.watchers):
+            watcher()
         self.hub.publish(f"job:{job.id}", event)
         self.jobs.pop(job.id, None)
 
@@ -235,13 +237,26 @@ class Scheduler:
         returns the records of those that did."""
         live = [j for j in (self.jobs.get(i) for i in job_ids) if j is not None and j.account == account]
         live_ids = {j.id for j in live}
-        if live:
-            waiting = [asyncio.ensure_future(j.done.wait()) for j in live if not j.done.is_set()]
-            if waiting:
-                when = asyncio.FIRST_COMPLETED if first else asyncio.ALL_COMPLETED
-                _, pending = await asyncio.wait(waiting, timeout=timeout, return_when=when)
-                for task in pending:
-                    task.cancel()
+        waiting = [j for j in live if not j.done.is_set()]
+        if waiting:
+            # One future and a countdown, not a task per job: gather() may wait on thousands.
+            enough = asyncio.get_running_loop().create_future()
+            left = [1 if first else len(waiting)]
+
+            def ended() -> None:
+                left[0] -= 1
+                if left[0] <= 0 and not enough.done():
+                    enough.set_result(None)
+
+            for job in waiting:
+                job.watchers.append(ended)
+            try:
+                await asyncio.wait_for(enough, timeout)
+            except TimeoutError:
+                pass
+            finally:
+                for job in waiting:
+                    job.watchers.remove(ended)
         rows = [{"id": j.id, "status": j.status, "result": j.result, "error": j.error}
                 for j in live if j.done.is_set()]
         others = [i for i in job_ids if i not in live_ids]
