@@ -5,16 +5,19 @@ from apothic.app import App, LocalEntrypoint
 from apothic.function import Function, FunctionCall
 from apothic.image import Image
 from apothic.job import Job, JobEvent
+from apothic.queue import Claim, Queue
 from apothic.retries import Retries
 
 __all__ = [
     "App",
+    "Claim",
     "Function",
     "FunctionCall",
     "Image",
     "Job",
     "JobEvent",
     "LocalEntrypoint",
+    "Queue",
     "Retries",
     "exception",
 ]

@@ -15,6 +15,9 @@ PREFIXES: dict[str, str] = {
     "container": "ct",
     "account": "ac",
     "blob": "bl",
+    "queue": "qu",
+    "queue_item": "qi",
+    "dict": "di",
 }
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

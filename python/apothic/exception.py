@@ -93,6 +93,13 @@ class LeaseLostError(ConflictError):
     code = "queue.lease_lost"
 
 
+class QueueEmptyError(Error):
+    """No item became visible before the timeout. The SDK raises Python's `queue.Empty`."""
+
+    code = "queue.empty"
+    http_status = 408
+
+
 class ShutdownError(Error):
     code = "shutdown"
     http_status = 503
@@ -118,6 +125,7 @@ _CLASSES: list[type[Error]] = [
     InputCancellation,
     ConflictError,
     LeaseLostError,
+    QueueEmptyError,
     ShutdownError,
     NoAppError,
 ]
@@ -129,7 +137,7 @@ _EXTRA_CODES: dict[str, type[Error]] = {
     "function.not_found": NotFoundError,
     "job.not_found": NotFoundError,
     "blob.not_found": NotFoundError,
-    "queue.empty": Error,
+    "queue.not_found": NotFoundError,
     "dict.cas_conflict": ConflictError,
     "dict.lease_not_found": NotFoundError,
     "dict.fence_stale": ConflictError,
@@ -164,6 +172,7 @@ _EXIT_CODES: dict[str, int] = {
     "conflict": 21,
     "queue.lease_lost": 21,
     "queue.empty": 22,
+    "queue.not_found": 13,
     "shutdown": 23,
     "app.not_found_in_file": 24,
     "dict.cas_conflict": 21,

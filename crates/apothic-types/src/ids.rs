@@ -10,6 +10,9 @@ pub const PREFIXES: &[(&str, &str)] = &[
     ("container", "ct"),
     ("account", "ac"),
     ("blob", "bl"),
+    ("queue", "qu"),
+    ("queue_item", "qi"),
+    ("dict", "di"),
 ];
 
 /// The prefix for a kind of object, if the kind is known.

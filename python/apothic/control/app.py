@@ -18,9 +18,11 @@ from apothic.control.config import ServerConfig
 from apothic.control.hub import Hub
 from apothic.control.middlewares import authenticate, errors
 from apothic.control.providers.local import LocalProvider
-from apothic.control.routes import apps, blobs, health, jobs, workers
+from apothic.control.queues import QueueService
+from apothic.control.routes import apps, blobs, health, jobs, queues, workers
 from apothic.control.scheduler import Scheduler
 from apothic.control.store import Database, Store
+from apothic.control.store.queues import QueueStore
 
 log = logging.getLogger("apothic.control")
 
@@ -34,6 +36,9 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     await scheduler.restore()
     auth = Auth(store, config.home)
     await auth.bootstrap()
+    queue_service = QueueService(QueueStore(store.db))
+    await queue_service.restore()
+    app[keys.QUEUES] = queue_service
     app[keys.STORE], app[keys.HUB], app[keys.SCHEDULER], app[keys.AUTH] = store, hub, scheduler, auth
     app[keys.LOCAL_PROVIDER] = LocalProvider(
         home=config.home, target=config.local_workers, connected=lambda: len(scheduler.workers)
@@ -45,6 +50,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
 
 async def _ticker(app: web.Application) -> AsyncIterator[None]:
     scheduler = app[keys.SCHEDULER]
+    queue_service = app[keys.QUEUES]
     interval = app[keys.CONFIG].tick_s
 
     async def loop() -> None:
@@ -52,6 +58,7 @@ async def _ticker(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(interval)
             try:
                 await scheduler.tick()
+                queue_service.tick()
             except Exception:
                 log.exception("scheduler tick failed")
 
@@ -66,7 +73,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app = web.Application(middlewares=[errors, authenticate], client_max_size=80 * 1024 * 1024)
     app[keys.CONFIG] = config
     app.cleanup_ctx.extend([_state, _ticker])
-    for module in (apps, blobs, health, jobs, workers):
+    for module in (apps, blobs, health, jobs, queues, workers):
         app.add_routes(module.routes)
     return app
 

@@ -8,6 +8,7 @@ from apothic.control.auth import Auth
 from apothic.control.config import ServerConfig
 from apothic.control.hub import Hub
 from apothic.control.providers.local import LocalProvider
+from apothic.control.queues import QueueService
 from apothic.control.scheduler import Scheduler
 from apothic.control.store import Store
 
@@ -17,3 +18,4 @@ HUB = web.AppKey("hub", Hub)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 AUTH = web.AppKey("auth", Auth)
 LOCAL_PROVIDER = web.AppKey("local_provider", LocalProvider)
+QUEUES = web.AppKey("queues", QueueService)

@@ -1,0 +1,185 @@
+"""Named queues under /v1/queues. Items travel as opaque bytes: u32-length-prefixed frames."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from apothic import _wire
+from apothic.control import keys
+from apothic.control.middlewares import account_of
+from apothic.control.queues import DEFAULT_PARTITION, Item, NamedQueue
+from apothic.control.routes._body import field, float_param, json_body, json_response
+from apothic.exception import MalformedRequestError
+
+routes = web.RouteTableDef()
+
+_LONG_POLL_MAX_S = 55.0
+
+
+def _queue(request: web.Request) -> NamedQueue:
+    return request.app[keys.QUEUES].find(account_of(request), request.match_info["queue"])
+
+
+def _partition(request: web.Request) -> str:
+    partition = request.query.get("partition", DEFAULT_PARTITION)
+    if len(partition.encode()) > 64:
+        raise MalformedRequestError("a partition key is at most 64 bytes")
+    return partition
+
+
+def _optional_partition(request: web.Request) -> str | None:
+    return _partition(request) if "partition" in request.query else None
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    try:
+        value = default if raw is None else int(raw)
+    except ValueError:
+        raise MalformedRequestError(f"query parameter {name!r} must be an integer") from None
+    if not low <= value <= high:
+        raise MalformedRequestError(f"query parameter {name!r} must be between {low} and {high}")
+    return value
+
+
+def _claim_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["claim"])
+    except ValueError:
+        raise MalformedRequestError("a claim id is an integer") from None
+
+
+def _frames(entries: list[tuple[dict, bytes]]) -> web.Response:
+    body = []
+    for header, payload in entries:
+        frame = _wire.pack(header, payload)
+        body.append(len(frame).to_bytes(4, "big") + frame)
+    return web.Response(body=b"".join(body), content_type="application/octet-stream")
+
+
+def _split(raw: bytes) -> list[bytes]:
+    payloads, offset = [], 0
+    while offset < len(raw):
+        size = int.from_bytes(raw[offset : offset + 4], "big")
+        chunk = raw[offset + 4 : offset + 4 + size]
+        if len(chunk) != size:
+            raise MalformedRequestError("body is not a sequence of length-prefixed items")
+        payloads.append(chunk)
+        offset += 4 + size
+    if not payloads:
+        raise MalformedRequestError("body holds no items")
+    return payloads
+
+
+def _item_header(item: Item) -> dict:
+    return {"id": item.key, "partition": item.partition, "delivery_count": item.deliveries,
+            "put_at": item.put_at, "history": item.history}
+
+
+@routes.post("/v1/queues")
+async def create_queue(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    q = await request.app[keys.QUEUES].ensure(
+        account_of(request), field(body, "name", str),
+        create=bool(body.get("create_if_missing", False)),
+        max_deliveries=int(field(body, "max_deliveries", int, required=False) or 0),
+        dead_letter=field(body, "dead_letter", str, required=False),
+    )
+    return json_response(q.summary())
+
+
+@routes.get("/v1/queues")
+async def list_queues(request: web.Request) -> web.Response:
+    return json_response(request.app[keys.QUEUES].list(account_of(request)))
+
+
+@routes.delete("/v1/queues/{queue}")
+async def delete_queue(request: web.Request) -> web.Response:
+    await request.app[keys.QUEUES].delete(account_of(request), request.match_info["queue"])
+    return json_response({"deleted": request.match_info["queue"]})
+
+
+@routes.post("/v1/queues/{queue}/items")
+async def put_items(request: web.Request) -> web.Response:
+    ids = await request.app[keys.QUEUES].put(_queue(request), _partition(request), _split(await request.read()))
+    return json_response({"ids": ids})
+
+
+@routes.get("/v1/queues/{queue}/items")
+async def peek_items(request: web.Request) -> web.Response:
+    limit = _int_param(request, "limit", 100, 1, 10_000)
+    items = request.app[keys.QUEUES].peek(_queue(request), _optional_partition(request), limit)
+    return _frames([(_item_header(i), i.payload) for i in items])
+
+
+@routes.get("/v1/queues/{queue}/len")
+async def queue_len(request: web.Request) -> web.Response:
+    return json_response({"len": request.app[keys.QUEUES].length(_queue(request), _optional_partition(request))})
+
+
+@routes.post("/v1/queues/{queue}/clear")
+async def clear_queue(request: web.Request) -> web.Response:
+    await request.app[keys.QUEUES].clear(_queue(request), _optional_partition(request))
+    return json_response({"cleared": True})
+
+
+@routes.post("/v1/queues/{queue}/get")
+async def get_items(request: web.Request) -> web.Response:
+    """Claim and ack in one step: Modal's get / get_many."""
+    n = _int_param(request, "n", 1, 1, 5000)
+    timeout = min(max(float_param(request, "timeout", 0), 0), _LONG_POLL_MAX_S)
+    items = await request.app[keys.QUEUES].take(_queue(request), _partition(request), n=n, timeout=timeout)
+    return _frames([(_item_header(i), i.payload) for i in items])
+
+
+@routes.post("/v1/queues/{queue}/claims")
+async def claim_items(request: web.Request) -> web.Response:
+    n = _int_param(request, "n", 1, 1, 5000)
+    timeout = min(max(float_param(request, "timeout", 0), 0), _LONG_POLL_MAX_S)
+    lease = float_param(request, "lease", 30)
+    taken = await request.app[keys.QUEUES].claim(_queue(request), _partition(request), n=n, lease_s=lease,
+                                                  timeout=timeout, consumer=request.query.get("consumer"))
+    return _frames([({**_item_header(item), "claim_id": claim_id, "lease_expires_at": expires}, item.payload)
+                    for claim_id, item, expires in taken])
+
+
+@routes.post("/v1/queues/{queue}/claims/{claim}/ack")
+async def ack_claim(request: web.Request) -> web.Response:
+    await request.app[keys.QUEUES].ack(_queue(request), _claim_id(request))
+    return json_response({"acked": True})
+
+
+@routes.post("/v1/queues/{queue}/claims/{claim}/renew")
+async def renew_claim(request: web.Request) -> web.Response:
+    expires = request.app[keys.QUEUES].renew(_queue(request), _claim_id(request), float_param(request, "lease", 30))
+    return json_response({"lease_expires_at": expires})
+
+
+@routes.post("/v1/queues/{queue}/claims/{claim}/release")
+async def release_claim(request: web.Request) -> web.Response:
+    went = await request.app[keys.QUEUES].release(_queue(request), _claim_id(request),
+                                                  delay_s=max(0.0, float_param(request, "delay", 0)),
+                                                  outcome="released")
+    return json_response({"went_to": went})
+
+
+@routes.post("/v1/queues/{queue}/claims/{claim}/fail")
+async def fail_claim(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    went = await request.app[keys.QUEUES].release(_queue(request), _claim_id(request), delay_s=0, outcome="failed",
+                                                  error=str(body.get("error", ""))[:4000])
+    return json_response({"went_to": went})
+
+
+@routes.post("/v1/queues/{queue}/claims/{claim}/reject")
+async def reject_claim(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    await request.app[keys.QUEUES].reject(_queue(request), _claim_id(request), str(body.get("reason", ""))[:4000])
+    return json_response({"went_to": "dead_letter"})
+
+
+@routes.post("/v1/queues/{queue}/redrive")
+async def redrive_queue(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    moved = await request.app[keys.QUEUES].redrive(_queue(request), field(body, "to", str))
+    return json_response({"moved": moved})

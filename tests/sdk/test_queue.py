@@ -1,0 +1,106 @@
+"""Queues against the real control plane: Modal's surface, claims, leases, dead letters."""
+
+from __future__ import annotations
+
+import queue as std_queue
+import subprocess
+import sys
+import time
+
+import pytest
+
+import apothic
+from apothic.exception import InvalidError, LeaseLostError, NotFoundError
+
+
+def test_put_get_fifo_partitions_len_clear(server: dict) -> None:
+    with apothic.Queue.ephemeral() as q:
+        q.put_many([1, 2, 3])
+        q.put({"x": 1}, partition="other")
+        assert q.len() == 3 and q.len(partition="other") == 1 and q.len(total=True) == 4
+        assert list(q.iterate()) == [1, 2, 3]  # iterate does not consume
+        assert q.get() == 1 and q.get_many(5) == [2, 3]
+        assert q.get(block=False) is None and q.get_many(2, block=False) == []
+        with pytest.raises(std_queue.Empty):
+            q.get(timeout=0.2)
+        assert q.get(partition="other") == {"x": 1}
+        q.put_many([4, 5])
+        q.clear()
+        assert q.len(total=True) == 0
+
+
+def test_blocking_get_wakes_on_put(server: dict) -> None:
+    with apothic.Queue.ephemeral() as q:
+        putter = subprocess.Popen([sys.executable, "-c", f"import time, apothic; time.sleep(0.5); "
+                                   f"apothic.Queue.from_name({q.name!r}).put('late')"])
+        try:
+            assert q.get(timeout=30) == "late"
+        finally:
+            putter.wait(timeout=30)
+
+
+def test_claim_ack_renew_release(server: dict) -> None:
+    with apothic.Queue.ephemeral() as q:
+        q.put("job")
+        c = q.claim(lease=5)
+        assert (c.value, c.delivery_count) == ("job", 1) and c.lease_expires_at > time.time()
+        with pytest.raises(std_queue.Empty):  # held: invisible to everyone else
+            q.claim(timeout=0.2)
+        assert c.renew(10) > time.time() + 5
+        assert c.release() == "queue"
+        again = q.claim()
+        assert again.delivery_count == 2 and again.claim_id != c.claim_id
+        with pytest.raises(LeaseLostError):
+            c.ack()  # a superseded claim changes nothing
+        again.ack()
+        again.ack()  # repeating the ack of the current claim is fine
+        assert q.len() == 0
+
+
+def test_expired_lease_redelivers_then_dead_letters_with_history(server: dict) -> None:
+    name = f"dl-{time.time_ns()}"
+    q = apothic.Queue.from_name(name, create_if_missing=True, max_deliveries=2)
+    q.put("poison")
+    first = q.claim(lease=0.3)
+    time.sleep(0.5)
+    second = q.claim(lease=0.3, timeout=5)
+    assert second.delivery_count == 2
+    with pytest.raises(LeaseLostError):
+        first.renew(5)
+    time.sleep(0.5)
+    with pytest.raises(std_queue.Empty):
+        q.claim(timeout=0.3)
+    dlq = q.dead_letters()
+    dead = dlq.claim(timeout=5)
+    assert dead.value == "poison" and [a["outcome"] for a in dead.history] == ["expired", "expired"]
+    dead.release()
+    assert q.redrive() == 1
+    back = q.claim(timeout=5)
+    assert back.value == "poison" and back.delivery_count == 1  # redrive resets the count
+    back.reject("still bad")
+    assert dlq.len() == 1
+    q.delete_queue()
+    dlq.delete_queue()
+
+
+def test_fail_counts_as_a_delivery(server: dict) -> None:
+    with apothic.Queue.ephemeral(max_deliveries=2) as q:
+        q.put("x")
+        assert q.claim().fail("boom") == "queue"
+        assert q.claim().fail(RuntimeError("again")) == "dead_letter"
+        dead = q.dead_letters().claim(timeout=5)
+        assert [a["error"] for a in dead.history] == ["boom", "again"]
+        q.dead_letters().delete_queue()
+
+
+def test_bad_input(server: dict) -> None:
+    with pytest.raises(NotFoundError):
+        apothic.Queue.from_name("never-made").put(1)
+    with apothic.Queue.ephemeral() as q:
+        with pytest.raises(apothic.exception.SerializationError):
+            q.put(__import__("threading").Lock())
+        with pytest.raises(InvalidError):
+            q.put(1, partition_ttl=5)
+        with pytest.raises(apothic.exception.Error) as info:
+            q.put(1, partition="p" * 65)
+        assert info.value.code == "request.malformed"
