@@ -90,3 +90,18 @@ def test_file_with_no_app(cli, tmp_path) -> None:
 
 def _url(cli) -> str:
     return json.loads(cli("server", "status", "--json").stdout)["url"]
+
+
+def test_queue_commands(cli) -> None:
+    cli("queue", "create", "cli-q", "--max-deliveries", "3")
+    cli("queue", "put", "cli-q", "1", "two", '{"three": 3}')
+    assert json.loads(cli("queue", "peek", "cli-q", "--json").stdout) == [1, "two", {"three": 3}]
+    assert cli("queue", "len", "cli-q").stdout.strip() == "3"
+    listed = json.loads(cli("queue", "list", "--json").stdout)
+    assert any(q["name"] == "cli-q" and q["len"] == 3 and q["dead_letter"] == "cli-q.dlq" for q in listed)
+    assert json.loads(cli("queue", "get", "cli-q", "--n", "2", "--json").stdout) == [1, "two"]
+    cli("queue", "clear", "cli-q")
+    assert cli("queue", "len", "cli-q").stdout.strip() == "0"
+    cli("queue", "delete", "cli-q")
+    _one_line_error(cli("queue", "len", "cli-q", expect=None), "queue.not_found")
+    _one_line_error(cli("queue", "watch", "cli-q", expect=None), "invalid_argument")  # said, not faked
