@@ -21,6 +21,7 @@ impl From<CoreErr> for PyErr {
     fn from(err: CoreErr) -> PyErr {
         match err {
             CoreErr::Queue(e) => core_error(e.code(), &e),
+            CoreErr::Dict(e) => core_error(e.code(), &e),
         }
     }
 }
@@ -28,6 +29,7 @@ impl From<CoreErr> for PyErr {
 /// Every domain error that can reach Python.
 pub enum CoreErr {
     Queue(apothic_queue::QueueError),
+    Dict(apothic_dict::DictError),
 }
 
 impl From<apothic_queue::QueueError> for CoreErr {

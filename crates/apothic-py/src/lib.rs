@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 
 mod clock;
+mod dict;
 mod errors;
 mod queue;
 
@@ -11,6 +12,7 @@ mod queue;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     queue::register(m)?;
+    dict::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
