@@ -2,6 +2,7 @@
 
 from apothic import exception
 from apothic.app import App, LocalEntrypoint
+from apothic.dict import Dict, DictEntry, DictLease, DictLock
 from apothic.function import Function, FunctionCall
 from apothic.image import Image
 from apothic.job import Job, JobEvent
@@ -11,6 +12,10 @@ from apothic.retries import Retries
 __all__ = [
     "App",
     "Claim",
+    "Dict",
+    "DictEntry",
+    "DictLease",
+    "DictLock",
     "Function",
     "FunctionCall",
     "Image",

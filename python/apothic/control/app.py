@@ -15,13 +15,15 @@ from aiohttp import web
 from apothic.control import keys
 from apothic.control.auth import Auth
 from apothic.control.config import ServerConfig
+from apothic.control.dicts import DictService
 from apothic.control.hub import Hub
 from apothic.control.middlewares import authenticate, errors
 from apothic.control.providers.local import LocalProvider
 from apothic.control.queues import QueueService
-from apothic.control.routes import apps, blobs, health, jobs, queues, workers
+from apothic.control.routes import apps, blobs, dicts, health, jobs, queues, workers
 from apothic.control.scheduler import Scheduler
 from apothic.control.store import Database, Store
+from apothic.control.store.dicts import DictStore
 from apothic.control.store.queues import QueueStore
 
 log = logging.getLogger("apothic.control")
@@ -39,6 +41,9 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     queue_service = QueueService(QueueStore(store.db))
     await queue_service.restore()
     app[keys.QUEUES] = queue_service
+    dict_service = DictService(DictStore(store.db))
+    await dict_service.restore()
+    app[keys.DICTS] = dict_service
     app[keys.STORE], app[keys.HUB], app[keys.SCHEDULER], app[keys.AUTH] = store, hub, scheduler, auth
     app[keys.LOCAL_PROVIDER] = LocalProvider(
         home=config.home, target=config.local_workers, connected=lambda: len(scheduler.workers)
@@ -51,6 +56,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
 async def _ticker(app: web.Application) -> AsyncIterator[None]:
     scheduler = app[keys.SCHEDULER]
     queue_service = app[keys.QUEUES]
+    dict_service = app[keys.DICTS]
     interval = app[keys.CONFIG].tick_s
 
     async def loop() -> None:
@@ -59,6 +65,7 @@ async def _ticker(app: web.Application) -> AsyncIterator[None]:
             try:
                 await scheduler.tick()
                 queue_service.tick()
+                dict_service.tick()
             except Exception:
                 log.exception("scheduler tick failed")
 
@@ -73,7 +80,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app = web.Application(middlewares=[errors, authenticate], client_max_size=80 * 1024 * 1024)
     app[keys.CONFIG] = config
     app.cleanup_ctx.extend([_state, _ticker])
-    for module in (apps, blobs, health, jobs, queues, workers):
+    for module in (apps, blobs, dicts, health, jobs, queues, workers):
         app.add_routes(module.routes)
     return app
 

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from apothic.control.auth import Auth
 from apothic.control.config import ServerConfig
+from apothic.control.dicts import DictService
 from apothic.control.hub import Hub
 from apothic.control.providers.local import LocalProvider
 from apothic.control.queues import QueueService
@@ -19,3 +20,4 @@ SCHEDULER = web.AppKey("scheduler", Scheduler)
 AUTH = web.AppKey("auth", Auth)
 LOCAL_PROVIDER = web.AppKey("local_provider", LocalProvider)
 QUEUES = web.AppKey("queues", QueueService)
+DICTS = web.AppKey("dicts", DictService)

@@ -1,0 +1,204 @@
+"""Named dicts: the dict actor over the Rust dict engine, with every change made durable.
+
+The engine (`apothic-dict`) decides every write, CAS, lease expiry, lock grant and fence
+check. Each mutation's changes are written (journal first, then SurrealDB) before the caller
+hears back, in the order the engine made them. A read waits until every mutation the engine
+has applied is durable, so no reader ever sees a value that a crash could still take back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from apothic import _ids, exception
+from apothic._bridge.dict import DictEngine, Entry, Mutation
+from apothic.control.store.dicts import DictStore
+from apothic.exception import InvalidError, NotFoundError
+
+MAX_VALUE_BYTES = 1024 * 1024
+MAX_TTL_S = 24 * 3600
+
+
+@dataclass
+class NamedDict:
+    id: str
+    account: str
+    name: str
+    created_at: float
+    engine: DictEngine
+    durable_revision: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # set on every durable change
+
+    def summary(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "len": len(self.engine), "revision": self.engine.revision(),
+                "created_at": self.created_at}
+
+
+class DictService:
+    def __init__(self, store: DictStore) -> None:
+        self.store = store
+        self.dicts: dict[tuple[str, str], NamedDict] = {}
+        self._persisting: set[asyncio.Task[None]] = set()
+
+    async def restore(self) -> None:
+        await self.store.open()
+        entries: dict[str, list[tuple]] = {}
+        for row in await self.store.entries():
+            entries.setdefault(row["dict"], []).append((
+                row["key"], row["value"], int(row["version"]), int(row["create_revision"]),
+                int(row["mod_revision"]), row.get("lease")))
+        leases: dict[str, list[tuple[int, int]]] = {}
+        for row in await self.store.leases():
+            leases.setdefault(row["dict"], []).append((int(row["lease"]), int(row["ttl_ms"])))
+        for row in await self.store.dicts():
+            revision = int(row.get("revision") or 0)
+            engine = DictEngine.restore(revision, entries.get(row["id"], []), leases.get(row["id"], []))
+            d = NamedDict(id=row["id"], account=row["account"], name=row["name"],
+                          created_at=float(row.get("created_at") or 0), engine=engine, durable_revision=revision)
+            self.dicts[(d.account, d.name)] = d
+
+    # ---- dicts -------------------------------------------------------------------------
+    def find(self, account: str, name: str) -> NamedDict:
+        d = self.dicts.get((account, name))
+        if d is None:
+            raise NotFoundError(f"no dict named {name!r}", code="dict.not_found")
+        return d
+
+    async def ensure(self, account: str, name: str, *, create: bool) -> NamedDict:
+        d = self.dicts.get((account, name))
+        if d is not None:
+            return d
+        if not create:
+            raise NotFoundError(f"no dict named {name!r} (pass create_if_missing=True to make it)",
+                                code="dict.not_found")
+        if not name or len(name) > 128:
+            raise InvalidError("a dict name is 1 to 128 characters")
+        d = NamedDict(id=_ids.new_id("dict"), account=account, name=name, created_at=time.time(),
+                      engine=DictEngine())
+        await self.store.create({"id": d.id, "account": account, "name": name, "revision": 0,
+                                 "created_at": d.created_at})
+        self.dicts[(account, name)] = d
+        return d
+
+    async def delete(self, account: str, name: str) -> None:
+        d = self.find(account, name)
+        await self.store.delete(d.id)
+        del self.dicts[(account, name)]
+        d.changed.set()
+
+    def list(self, account: str) -> list[dict[str, Any]]:
+        return [d.summary() for (acct, _), d in sorted(self.dicts.items()) if acct == account]
+
+    # ---- durability --------------------------------------------------------------------
+    async def _commit(self, d: NamedDict, m: Mutation) -> Mutation:
+        """Makes a mutation durable before anyone hears of it."""
+        if m.changes:
+            try:
+                await self.store.persist(d.id, m.revision, m.changes)
+            finally:
+                # On a failed write (a failing disk) readers must not wait forever either.
+                d.durable_revision = max(d.durable_revision, m.revision)
+                d.changed.set()
+                d.changed = asyncio.Event()
+        return m
+
+    async def settled(self, d: NamedDict) -> None:
+        """Waits until everything the engine has applied is durable (no dirty reads)."""
+        while d.durable_revision < d.engine.revision():
+            await d.changed.wait()
+
+    # ---- reads -------------------------------------------------------------------------
+    async def get(self, d: NamedDict, key: bytes) -> Entry | None:
+        await self.settled(d)
+        return d.engine.get(key)
+
+    async def range(self, d: NamedDict, prefix: bytes) -> list[tuple[bytes, Entry]]:
+        await self.settled(d)
+        return d.engine.range(prefix)
+
+    # ---- writes ------------------------------------------------------------------------
+    async def put(self, d: NamedDict, key: bytes, value: bytes, *, lease: int | None = None,
+                  skip_if_exists: bool = False, fence: tuple[bytes, int] | None = None) -> Mutation:
+        if len(value) > MAX_VALUE_BYTES:
+            raise InvalidError("a dict value is at most 1 MiB pickled")
+        if fence is not None:
+            return await self._commit(d, d.engine.put_fenced(key, value, fence[0], fence[1], lease))
+        return await self._commit(d, d.engine.put(key, value, lease, skip_if_exists))
+
+    async def put_many(self, d: NamedDict, items: list[tuple[bytes, bytes]]) -> int:
+        mutations = [d.engine.put(k, v) for k, v in items]
+        changes = [c for m in mutations for c in m.changes]
+        if mutations:
+            await self._commit(d, Mutation(None, mutations[-1].revision, changes))
+        return len(mutations)
+
+    async def delete_key(self, d: NamedDict, key: bytes) -> Entry | None:
+        m = await self._commit(d, d.engine.delete(key))
+        return m.value or None
+
+    async def cas(self, d: NamedDict, key: bytes, value: bytes, **expect: Any) -> tuple[bool, Entry | None]:
+        if len(value) > MAX_VALUE_BYTES:
+            raise InvalidError("a dict value is at most 1 MiB pickled")
+        if not expect.get("expected_mod_revision") and expect.get("expected_value") is None \
+                and expect.get("expected_version") is None:
+            raise InvalidError("cas needs expected_value or expected_version")
+        m = await self._commit(d, d.engine.cas(key, value, **expect))
+        if not m.value[0]:
+            await self.settled(d)  # a conflict answer shows an entry that is durable
+        return m.value
+
+    async def clear(self, d: NamedDict) -> int:
+        return (await self._commit(d, d.engine.clear())).value
+
+    # ---- leases and locks ----------------------------------------------------------------
+    async def grant(self, d: NamedDict, ttl_s: float) -> int:
+        if not 0 < ttl_s <= MAX_TTL_S:
+            raise InvalidError(f"a lease TTL is between 0 and {MAX_TTL_S} seconds")
+        return (await self._commit(d, d.engine.grant(max(1, int(ttl_s * 1000))))).value
+
+    def keepalive(self, d: NamedDict, lease: int) -> float:
+        return d.engine.keepalive(lease) / 1000
+
+    async def revoke(self, d: NamedDict, lease: int) -> int:
+        return (await self._commit(d, d.engine.revoke(lease))).value
+
+    async def acquire(self, d: NamedDict, name: bytes, owner: bytes, ttl_s: float,
+                      timeout: float) -> tuple[int, int]:
+        """Queues for lock `name` and waits (up to timeout) to hold it; returns (fence, lease).
+        While the caller waits here its request's lease is kept alive for it."""
+        if not 0 < ttl_s <= MAX_TTL_S:
+            raise InvalidError(f"a lock TTL is between 0 and {MAX_TTL_S} seconds")
+        fence, lease, acquired, _ = (await self._commit(d, d.engine.lock(name, owner, int(ttl_s * 1000)))).value
+        deadline = time.monotonic() + timeout
+        while not acquired:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                await self._commit(d, d.engine.unlock(name, fence))
+                shown = name.decode(errors="replace")
+                raise exception.TimeoutError(f"lock {shown!r} was not free within {timeout:g} s", code="lock.timeout")
+            changed = d.changed
+            try:
+                await asyncio.wait_for(changed.wait(), min(left, ttl_s / 3))
+            except TimeoutError:
+                pass
+            d.engine.keepalive(lease)
+            acquired, _ = d.engine.lock_standing(name, fence)
+        return fence, lease
+
+    async def release(self, d: NamedDict, name: bytes, fence: int) -> None:
+        await self._commit(d, d.engine.unlock(name, fence))
+
+    def tick(self) -> None:
+        """Ends overdue leases (deleting their keys) and makes that durable."""
+        for d in list(self.dicts.values()):
+            due = d.engine.next_deadline_in_ms()
+            if due is None or due > 0:
+                continue
+            m = d.engine.expire()
+            if m.changes:
+                task = asyncio.get_running_loop().create_task(self._commit(d, m))
+                self._persisting.add(task)
+                task.add_done_callback(self._persisting.discard)

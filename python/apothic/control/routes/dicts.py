@@ -1,0 +1,188 @@
+"""Named dicts under /v1/dicts. Keys and values are opaque bytes, base64 in JSON bodies."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from aiohttp import web
+
+from apothic.control import keys
+from apothic.control.dicts import NamedDict
+from apothic.control.middlewares import account_of
+from apothic.control.routes._body import field, json_body, json_response
+from apothic.exception import MalformedRequestError
+
+routes = web.RouteTableDef()
+
+_LONG_POLL_MAX_S = 55.0
+
+
+def _b64(body: dict[str, Any], name: str, *, required: bool = True) -> bytes | None:
+    raw = field(body, name, str, required=required)
+    if raw is None:
+        return None
+    try:
+        return base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedRequestError(f"field {name!r} must be base64") from None
+
+
+def _entry(e: Any) -> dict[str, Any] | None:
+    if e is None:
+        return None
+    return {"value": base64.b64encode(e.value).decode(), "version": e.version, "create_revision": e.create_revision,
+            "mod_revision": e.mod_revision, "lease": e.lease}
+
+
+def _dict(request: web.Request) -> NamedDict:
+    return request.app[keys.DICTS].find(account_of(request), request.match_info["dict"])
+
+
+def _number(body: dict[str, Any], name: str, default: float) -> float:
+    value = field(body, name, (int, float), required=False)
+    return default if value is None else float(value)
+
+
+@routes.post("/v1/dicts")
+async def create_dict(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    d = await request.app[keys.DICTS].ensure(account_of(request), field(body, "name", str),
+                                             create=bool(body.get("create_if_missing", False)))
+    return json_response(d.summary())
+
+
+@routes.get("/v1/dicts")
+async def list_dicts(request: web.Request) -> web.Response:
+    return json_response(request.app[keys.DICTS].list(account_of(request)))
+
+
+@routes.delete("/v1/dicts/{dict}")
+async def delete_dict(request: web.Request) -> web.Response:
+    await request.app[keys.DICTS].delete(account_of(request), request.match_info["dict"])
+    return json_response({"deleted": request.match_info["dict"]})
+
+
+@routes.post("/v1/dicts/{dict}/get")
+async def get_entry(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    d = _dict(request)
+    entry = await request.app[keys.DICTS].get(d, _b64(body, "key"))
+    return json_response({"entry": _entry(entry), "revision": d.engine.revision()})
+
+
+@routes.post("/v1/dicts/{dict}/range")
+async def range_entries(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    d = _dict(request)
+    pairs = await request.app[keys.DICTS].range(d, _b64(body, "prefix", required=False) or b"")
+    return json_response({"entries": [[base64.b64encode(k).decode(), _entry(e)] for k, e in pairs],
+                          "revision": d.engine.revision()})
+
+
+@routes.get("/v1/dicts/{dict}/len")
+async def dict_len(request: web.Request) -> web.Response:
+    d = _dict(request)
+    await request.app[keys.DICTS].settled(d)
+    return json_response({"len": len(d.engine)})
+
+
+@routes.post("/v1/dicts/{dict}/put")
+async def put_entry(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    fence = field(body, "fence", dict, required=False)
+    guard = None
+    if fence is not None:
+        lock = field(fence, "lock", str)
+        guard = (lock.encode(), int(field(fence, "fence", int)))
+    m = await request.app[keys.DICTS].put(_dict(request), _b64(body, "key"), _b64(body, "value"),
+                                          lease=field(body, "lease", int, required=False),
+                                          skip_if_exists=bool(body.get("skip_if_exists", False)), fence=guard)
+    written, entry = m.value
+    return json_response({"written": written, "entry": _entry(entry), "revision": m.revision})
+
+
+@routes.post("/v1/dicts/{dict}/put_many")
+async def put_entries(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    items = field(body, "items", list)
+    pairs = []
+    for item in items:
+        if not isinstance(item, list) or len(item) != 2:
+            raise MalformedRequestError("items are [key, value] pairs")
+        pairs.append((_b64({"k": item[0]}, "k"), _b64({"v": item[1]}, "v")))
+    count = await request.app[keys.DICTS].put_many(_dict(request), pairs)
+    return json_response({"written": count})
+
+
+@routes.post("/v1/dicts/{dict}/delete")
+async def delete_entry(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    prev = await request.app[keys.DICTS].delete_key(_dict(request), _b64(body, "key"))
+    return json_response({"entry": _entry(prev)})
+
+
+@routes.post("/v1/dicts/{dict}/cas")
+async def cas_entry(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    expect: dict[str, Any] = {}
+    if "expected_value" in body:
+        expect["expected_value"] = _b64(body, "expected_value")
+    elif "expected_version" in body:
+        expect["expected_version"] = int(field(body, "expected_version", int))
+    else:
+        raise MalformedRequestError("cas needs expected_value or expected_version")
+    succeeded, entry = await request.app[keys.DICTS].cas(
+        _dict(request), _b64(body, "key"), _b64(body, "value"), lease=field(body, "lease", int, required=False),
+        **expect)
+    return json_response({"succeeded": succeeded, "entry": _entry(entry)})
+
+
+@routes.post("/v1/dicts/{dict}/clear")
+async def clear_dict(request: web.Request) -> web.Response:
+    return json_response({"cleared": await request.app[keys.DICTS].clear(_dict(request))})
+
+
+@routes.post("/v1/dicts/{dict}/leases")
+async def grant_lease(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    lease = await request.app[keys.DICTS].grant(_dict(request), _number(body, "ttl", 10))
+    return json_response({"lease": lease})
+
+
+@routes.post("/v1/dicts/{dict}/leases/{lease}/keepalive")
+async def keepalive_lease(request: web.Request) -> web.Response:
+    ttl = request.app[keys.DICTS].keepalive(_dict(request), _lease(request))
+    return json_response({"ttl": ttl})
+
+
+@routes.post("/v1/dicts/{dict}/leases/{lease}/revoke")
+async def revoke_lease(request: web.Request) -> web.Response:
+    deleted = await request.app[keys.DICTS].revoke(_dict(request), _lease(request))
+    return json_response({"deleted_keys": deleted})
+
+
+def _lease(request: web.Request) -> int:
+    try:
+        return int(request.match_info["lease"])
+    except ValueError:
+        raise MalformedRequestError("a lease id is an integer") from None
+
+
+@routes.post("/v1/dicts/{dict}/locks/{lock}/acquire")
+async def acquire_lock(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    timeout = min(max(_number(body, "timeout", _LONG_POLL_MAX_S), 0), _LONG_POLL_MAX_S)
+    fence, lease = await request.app[keys.DICTS].acquire(
+        _dict(request), request.match_info["lock"].encode(), str(body.get("owner", "")).encode(),
+        _number(body, "ttl", 10), timeout)
+    return json_response({"fence": fence, "lease": lease})
+
+
+@routes.post("/v1/dicts/{dict}/locks/{lock}/release")
+async def release_lock(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    await request.app[keys.DICTS].release(_dict(request), request.match_info["lock"].encode(),
+                                          int(field(body, "fence", int)))
+    return json_response({"released": True})

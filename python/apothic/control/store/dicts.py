@@ -1,0 +1,78 @@
+"""Durable records of named dicts: their entries, leases and revision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apothic._bridge.dict import Change
+from apothic.control.store.db import Database
+
+_SCHEMA = """
+DEFINE INDEX IF NOT EXISTS dict_name ON dict FIELDS account, name UNIQUE;
+DEFINE INDEX IF NOT EXISTS dict_entry_dict ON dict_entry FIELDS dict;
+DEFINE INDEX IF NOT EXISTS dict_lease_dict ON dict_lease FIELDS dict;
+"""
+
+
+def _plain(rows: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    out = []
+    for row in rows or []:
+        row = dict(row)
+        rid = row.get("id")
+        if rid is not None and not isinstance(rid, str):
+            row["id"] = str(rid.id)
+        out.append(row)
+    return out
+
+
+class DictStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def open(self) -> None:
+        await self.db.query(_SCHEMA)
+
+    async def dicts(self) -> list[dict[str, Any]]:
+        return _plain((await self.db.query("SELECT * FROM dict"))[0])
+
+    async def entries(self) -> list[dict[str, Any]]:
+        return _plain((await self.db.query("SELECT * FROM dict_entry"))[0])
+
+    async def leases(self) -> list[dict[str, Any]]:
+        return _plain((await self.db.query("SELECT * FROM dict_lease"))[0])
+
+    async def create(self, record: dict[str, Any]) -> None:
+        await self.db.write("CREATE type::thing('dict', $d.id) CONTENT $d RETURN NONE", {"d": record})
+
+    async def delete(self, dict_id: str) -> None:
+        await self.db.write("DELETE dict_entry WHERE dict = $id; DELETE dict_lease WHERE dict = $id; "
+                            "DELETE type::thing('dict', $id);", {"id": dict_id})
+
+    async def persist(self, dict_id: str, revision: int, changes: list[Change]) -> None:
+        """Writes one mutation's changes, with the revision they reach, in one commit."""
+        final: dict[bytes, Any] = {}  # key -> its last state in this batch
+        granted: dict[int, int] = {}
+        revoked: list[int] = []
+        for change in changes:
+            if change.kind == "kv" and change.key is not None:
+                final[change.key] = change.entry
+            elif change.kind == "lease_granted" and change.lease is not None:
+                granted[change.lease] = change.ttl_ms
+            elif change.lease is not None:
+                granted.pop(change.lease, None)
+                revoked.append(change.lease)
+        puts = [{"id": f"{dict_id}:{key.hex()}", "dict": dict_id, "key": key, "value": e.value,
+                 "version": e.version, "create_revision": e.create_revision, "mod_revision": e.mod_revision,
+                 "lease": e.lease} for key, e in final.items() if e is not None]
+        deletes = [f"{dict_id}:{key.hex()}" for key, e in final.items() if e is None]
+        leases = [{"id": f"{dict_id}:{lease}", "dict": dict_id, "lease": lease, "ttl_ms": ttl}
+                  for lease, ttl in granted.items()]
+        await self.db.write(
+            "FOR $e IN $puts { UPSERT type::thing('dict_entry', $e.id) CONTENT $e RETURN NONE };"
+            "FOR $k IN $deletes { DELETE type::thing('dict_entry', $k) };"
+            "FOR $l IN $leases { UPSERT type::thing('dict_lease', $l.id) CONTENT $l RETURN NONE };"
+            "FOR $l IN $revoked { DELETE type::thing('dict_lease', $l) };"
+            "UPDATE type::thing('dict', $id) SET revision = $revision RETURN NONE;",
+            {"puts": puts, "deletes": deletes, "leases": leases,
+             "revoked": [f"{dict_id}:{lease}" for lease in revoked], "id": dict_id, "revision": revision},
+        )

@@ -1,0 +1,124 @@
+"""Dicts against the real control plane: Modal's surface, entries, CAS, leases, locks."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import apothic
+from apothic.exception import ConflictError, InvalidError, NotFoundError
+
+
+def test_modal_surface(server: dict) -> None:
+    with apothic.Dict.ephemeral() as d:
+        d["a"] = 1
+        d.put(("tuple", 2), {"nested": [1, 2]})
+        d.update({"b": 2}, c=3)
+        assert d["a"] == 1 and d.get(("tuple", 2)) == {"nested": [1, 2]} and d.get("missing", "dflt") == "dflt"
+        assert "b" in d and "zzz" not in d and d.len() == 4
+        assert d.put("a", 99, skip_if_exists=True) is False and d["a"] == 1
+        assert sorted(d.keys(prefix="")) == sorted(["a", "b", "c"])  # string keys share the text prefix
+        assert d.pop("c") == 3 and d.pop("c", None) is None
+        with pytest.raises(KeyError):
+            d["c"]
+        with pytest.raises(KeyError):
+            d.pop("c")
+        assert dict(d.items()) == {"a": 1, "b": 2, ("tuple", 2): {"nested": [1, 2]}}
+        assert d.clear() == 3 and d.len() == 0
+
+
+def test_entries_and_cas(server: dict) -> None:
+    with apothic.Dict.ephemeral() as d:
+        ok, entry = d.cas("k", "v1", expected_version=0)  # 0: create only if absent
+        assert ok and entry.version == 1 and entry.create_revision == entry.mod_revision
+        ok, entry = d.cas("k", "v2", expected_version=0)
+        assert not ok and entry.value == "v1"
+        ok, entry = d.cas("k", "v2", expected_value="v1")
+        assert ok and entry.version == 2 and entry.mod_revision > entry.create_revision
+        assert d.entry("k").value == "v2" and d.entry("nope") is None
+        with pytest.raises(InvalidError):
+            d.cas("k", "v3")
+
+
+def test_concurrent_cas_has_one_winner(server: dict) -> None:
+    with apothic.Dict.ephemeral() as d:
+        d["counter"] = 0
+        wins: list[int] = []
+
+        def contender(i: int) -> None:
+            ok, _ = d.cas("counter", i, expected_value=0)
+            if ok:
+                wins.append(i)
+
+        threads = [threading.Thread(target=contender, args=(i,)) for i in range(1, 9)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(wins) == 1 and d["counter"] == wins[0]
+
+
+def test_lease_expiry_deletes_leased_keys(server: dict) -> None:
+    with apothic.Dict.ephemeral() as d:
+        lease = d.lease(ttl=0.5)
+        d.put("ephemeral", 1, lease=lease)
+        d.put("kept", 2)
+        assert d.entry("ephemeral").lease == lease.id
+        lease.keepalive()
+        deadline = time.monotonic() + 10
+        while "ephemeral" in d and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "ephemeral" not in d and d["kept"] == 2
+        with pytest.raises(NotFoundError):
+            lease.keepalive()
+        other = d.lease(ttl=30)
+        d.put("x", 1, lease=other)
+        assert other.revoke() == 1 and "x" not in d
+
+
+def test_lock_fences_increase_and_stale_holders_are_refused(server: dict) -> None:
+    with apothic.Dict.ephemeral() as d:
+        with d.lock("job", ttl=5) as first:
+            assert d.put("owner", "first", fence=first)
+            stale = first.fence
+        with d.lock("job", ttl=5) as second:
+            assert second.fence > stale
+            d.put("owner", "second", fence=second)
+        first.fence = stale  # a holder that does not know it lost the lock
+        with pytest.raises(ConflictError):
+            d.put("owner", "zombie", fence=first)
+        assert d["owner"] == "second"
+
+
+def test_lock_waits_for_the_holder(server: dict) -> None:
+    with apothic.Dict.ephemeral() as d:
+        order: list[str] = []
+        holder = d.lock("m", ttl=5).acquire()
+
+        def waiter() -> None:
+            with d.lock("m", ttl=5, timeout=20):
+                order.append("waiter")
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        time.sleep(0.5)
+        order.append("holder")
+        holder.release()
+        t.join(timeout=30)
+        assert order == ["holder", "waiter"]
+        blocked = d.lock("m", ttl=5).acquire()
+        with pytest.raises(apothic.exception.TimeoutError):
+            d.lock("m", ttl=5, timeout=0.3).acquire()
+        blocked.release()
+
+
+def test_bad_input(server: dict) -> None:
+    with pytest.raises(NotFoundError):
+        apothic.Dict.from_name("never-made").get("x")
+    with apothic.Dict.ephemeral() as d:
+        with pytest.raises(apothic.exception.SerializationError):
+            d["lock"] = threading.Lock()
+        with pytest.raises(InvalidError):
+            d.watch()
