@@ -16,13 +16,28 @@ use pyo3::types::PyBytes;
 use crate::clock::now_ms;
 use crate::errors::{core_error, CoreErr};
 
+/// A persisted entry as `restore` takes it: (key, value, version, create_rev, mod_rev, lease).
+type StoredEntry = (Vec<u8>, Vec<u8>, u64, u64, u64, Option<u64>);
+
 type EntryTuple<'py> = (Bound<'py, PyBytes>, u64, u64, u64, Option<u64>);
 /// ("kv", revision, key, entry or None) | ("lease_granted", revision, lease, ttl_ms) |
 /// ("lease_revoked", revision, lease, 0): one durable change.
-type ChangeTuple<'py> = (&'static str, u64, Bound<'py, PyAny>, Option<EntryTuple<'py>>, u64);
+type ChangeTuple<'py> = (
+    &'static str,
+    u64,
+    Bound<'py, PyAny>,
+    Option<EntryTuple<'py>>,
+    u64,
+);
 
 fn entry<'py>(py: Python<'py>, e: &Entry) -> EntryTuple<'py> {
-    (PyBytes::new(py, &e.value), e.version, e.create_revision, e.mod_revision, e.lease)
+    (
+        PyBytes::new(py, &e.value),
+        e.version,
+        e.create_revision,
+        e.mod_revision,
+        e.lease,
+    )
 }
 
 fn changes<'py>(py: Python<'py>, changes: &[Change]) -> PyResult<Vec<ChangeTuple<'py>>> {
@@ -37,12 +52,24 @@ fn changes<'py>(py: Python<'py>, changes: &[Change]) -> PyResult<Vec<ChangeTuple
                     ev.entry.as_ref().map(|e| entry(py, e)),
                     0,
                 ),
-                Change::LeaseGranted { revision, lease, ttl_ms } => {
-                    ("lease_granted", *revision, lease.into_pyobject(py)?.into_any(), None, *ttl_ms)
-                }
-                Change::LeaseRevoked { revision, lease } => {
-                    ("lease_revoked", *revision, lease.into_pyobject(py)?.into_any(), None, 0)
-                }
+                Change::LeaseGranted {
+                    revision,
+                    lease,
+                    ttl_ms,
+                } => (
+                    "lease_granted",
+                    *revision,
+                    lease.into_pyobject(py)?.into_any(),
+                    None,
+                    *ttl_ms,
+                ),
+                Change::LeaseRevoked { revision, lease } => (
+                    "lease_revoked",
+                    *revision,
+                    lease.into_pyobject(py)?.into_any(),
+                    None,
+                    0,
+                ),
             })
         })
         .collect()
@@ -61,10 +88,12 @@ pub struct DictRef {
 
 impl DictRef {
     fn with<T>(&self, f: impl FnOnce(&mut Dict) -> T) -> PyResult<T> {
-        let mut d = self
-            .inner
-            .lock()
-            .map_err(|_| core_error(ErrorCode::Internal, "dict state poisoned by an earlier panic"))?;
+        let mut d = self.inner.lock().map_err(|_| {
+            core_error(
+                ErrorCode::Internal,
+                "dict state poisoned by an earlier panic",
+            )
+        })?;
         Ok(f(&mut d))
     }
 }
@@ -99,7 +128,9 @@ impl DictRef {
     #[new]
     #[pyo3(signature = (history=10_000))]
     fn new(history: usize) -> Self {
-        DictRef { inner: Mutex::new(Dict::new(DictConfig { history })) }
+        DictRef {
+            inner: Mutex::new(Dict::new(DictConfig { history })),
+        }
     }
 
     /// Rebuilds from persisted state: entries `(key, value, version, create_rev, mod_rev, lease)`
@@ -108,16 +139,32 @@ impl DictRef {
     #[pyo3(signature = (revision, entries, leases, history=10_000))]
     fn restore(
         revision: u64,
-        entries: Vec<(Vec<u8>, Vec<u8>, u64, u64, u64, Option<u64>)>,
+        entries: Vec<StoredEntry>,
         leases: Vec<(u64, u64)>,
         history: usize,
     ) -> PyResult<Self> {
-        let mut snapshot = Snapshot { revision, entries: BTreeMap::new(), leases: leases.into_iter().collect() };
+        let mut snapshot = Snapshot {
+            revision,
+            entries: BTreeMap::new(),
+            leases: leases.into_iter().collect(),
+        };
         for (key, value, version, create_revision, mod_revision, lease) in entries {
-            snapshot.entries.insert(key, Entry { value, version, create_revision, mod_revision, lease });
+            snapshot.entries.insert(
+                key,
+                Entry {
+                    value,
+                    version,
+                    create_revision,
+                    mod_revision,
+                    lease,
+                },
+            );
         }
-        let dict = Dict::restore(DictConfig { history }, snapshot, now_ms()).map_err(CoreErr::from)?;
-        Ok(DictRef { inner: Mutex::new(dict) })
+        let dict =
+            Dict::restore(DictConfig { history }, snapshot, now_ms()).map_err(CoreErr::from)?;
+        Ok(DictRef {
+            inner: Mutex::new(dict),
+        })
     }
 
     fn revision(&self) -> PyResult<u64> {
@@ -128,8 +175,16 @@ impl DictRef {
         self.with(|d| d.get(key).map(|e| entry(py, e)))
     }
 
-    fn range<'py>(&self, py: Python<'py>, prefix: &[u8]) -> PyResult<Vec<(Bound<'py, PyBytes>, EntryTuple<'py>)>> {
-        self.with(|d| d.range(prefix).map(|(k, e)| (PyBytes::new(py, k), entry(py, e))).collect())
+    fn range<'py>(
+        &self,
+        py: Python<'py>,
+        prefix: &[u8],
+    ) -> PyResult<Vec<(Bound<'py, PyBytes>, EntryTuple<'py>)>> {
+        self.with(|d| {
+            d.range(prefix)
+                .map(|(k, e)| (PyBytes::new(py, k), entry(py, e)))
+                .collect()
+        })
     }
 
     fn __len__(&self) -> PyResult<usize> {
@@ -145,7 +200,17 @@ impl DictRef {
         lease: Option<u64>,
         skip_if_exists: bool,
     ) -> PyResult<Mutation<'py, (bool, EntryTuple<'py>)>> {
-        let outcome = self.with(|d| d.put(key, value, PutOptions { lease, skip_if_exists }, now_ms()))?;
+        let outcome = self.with(|d| {
+            d.put(
+                key,
+                value,
+                PutOptions {
+                    lease,
+                    skip_if_exists,
+                },
+                now_ms(),
+            )
+        })?;
         done(py, outcome.map_err(CoreErr::from)?, put_result)
     }
 
@@ -159,12 +224,19 @@ impl DictRef {
         fence: u64,
         lease: Option<u64>,
     ) -> PyResult<Mutation<'py, (bool, EntryTuple<'py>)>> {
-        let opts = PutOptions { lease, skip_if_exists: false };
+        let opts = PutOptions {
+            lease,
+            skip_if_exists: false,
+        };
         let outcome = self.with(|d| d.put_fenced(key, value, lock, fence, opts, now_ms()))?;
         done(py, outcome.map_err(CoreErr::from)?, put_result)
     }
 
-    fn delete<'py>(&self, py: Python<'py>, key: &[u8]) -> PyResult<Mutation<'py, Option<EntryTuple<'py>>>> {
+    fn delete<'py>(
+        &self,
+        py: Python<'py>,
+        key: &[u8],
+    ) -> PyResult<Mutation<'py, Option<EntryTuple<'py>>>> {
         let outcome = self.with(|d| d.delete(key))?.map_err(CoreErr::from)?;
         done(py, outcome, |py, prev| prev.map(|e| entry(py, &e)))
     }
@@ -192,26 +264,38 @@ impl DictRef {
             "value" => Expect::Value(expect_bytes.unwrap_or_default()),
             "version" => Expect::Version(expect_number),
             "mod_revision" => Expect::ModRevision(expect_number),
-            _ => return Err(core_error(ErrorCode::InvalidArgument, "expect is value, version or mod_revision")),
+            _ => {
+                return Err(core_error(
+                    ErrorCode::InvalidArgument,
+                    "expect is value, version or mod_revision",
+                ))
+            }
         };
         let result = self.with(|d| d.cas(key, value, expect, lease, now_ms()))?;
         match result {
             Ok(outcome) => done(py, outcome, |py, e| (true, Some(entry(py, &e)))),
-            Err(DictError::CasConflict { current, revision }) => {
-                Ok(((false, current.map(|e| entry(py, &e))), revision, Vec::new()))
-            }
+            Err(DictError::CasConflict { current, revision }) => Ok((
+                (false, current.map(|e| entry(py, &e))),
+                revision,
+                Vec::new(),
+            )),
             Err(e) => Err(CoreErr::from(e).into()),
         }
     }
 
     fn grant<'py>(&self, py: Python<'py>, ttl_ms: u64) -> PyResult<Mutation<'py, u64>> {
-        let outcome = self.with(|d| d.grant(ttl_ms, now_ms()))?.map_err(CoreErr::from)?;
+        let outcome = self
+            .with(|d| d.grant(ttl_ms, now_ms()))?
+            .map_err(CoreErr::from)?;
         done(py, outcome, |_, info| info.id)
     }
 
     /// Extends a live lease; returns its TTL in milliseconds.
     fn keepalive(&self, lease: u64) -> PyResult<u64> {
-        Ok(self.with(|d| d.keepalive(lease, now_ms()))?.map_err(CoreErr::from)?.ttl_ms)
+        Ok(self
+            .with(|d| d.keepalive(lease, now_ms()))?
+            .map_err(CoreErr::from)?
+            .ttl_ms)
     }
 
     fn revoke<'py>(&self, py: Python<'py>, lease: u64) -> PyResult<Mutation<'py, usize>> {
@@ -237,7 +321,9 @@ impl DictRef {
         owner: Vec<u8>,
         ttl_ms: u64,
     ) -> PyResult<Mutation<'py, (u64, u64, bool, usize)>> {
-        let outcome = self.with(|d| d.lock(name, owner, ttl_ms, now_ms()))?.map_err(CoreErr::from)?;
+        let outcome = self
+            .with(|d| d.lock(name, owner, ttl_ms, now_ms()))?
+            .map_err(CoreErr::from)?;
         done(py, outcome, |_, (lock, s)| {
             let (acquired, ahead) = standing(s);
             (lock.fence, lock.lease, acquired, ahead)
@@ -246,11 +332,21 @@ impl DictRef {
 
     /// `(acquired, ahead)` for request `fence`; `lock.not_held` once it left the queue.
     fn lock_standing(&self, name: &[u8], fence: u64) -> PyResult<(bool, usize)> {
-        Ok(standing(self.with(|d| d.lock_standing(name, fence, now_ms()))?.map_err(CoreErr::from)?))
+        Ok(standing(
+            self.with(|d| d.lock_standing(name, fence, now_ms()))?
+                .map_err(CoreErr::from)?,
+        ))
     }
 
-    fn unlock<'py>(&self, py: Python<'py>, name: &[u8], fence: u64) -> PyResult<Mutation<'py, Option<u64>>> {
-        let outcome = self.with(|d| d.unlock(name, fence))?.map_err(CoreErr::from)?;
+    fn unlock<'py>(
+        &self,
+        py: Python<'py>,
+        name: &[u8],
+        fence: u64,
+    ) -> PyResult<Mutation<'py, Option<u64>>> {
+        let outcome = self
+            .with(|d| d.unlock(name, fence))?
+            .map_err(CoreErr::from)?;
         done(py, outcome, |_, holder| holder.map(|l| l.fence))
     }
 }

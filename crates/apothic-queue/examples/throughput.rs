@@ -6,7 +6,10 @@ use std::time::Instant;
 use apothic_queue::{Queue, QueueConfig};
 
 fn main() {
-    let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2_000_000);
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2_000_000);
     let mut q = Queue::new(QueueConfig { max_deliveries: 5 });
     let payload = b"0123456789abcdef".to_vec();
     let start = Instant::now();
