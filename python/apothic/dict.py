@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 import cloudpickle
+import orjson
 
 from apothic._client import Client, get_client
 from apothic._utils.dual import dual
@@ -60,6 +61,27 @@ class DictEntry:
             return None
         return cls(cloudpickle.loads(base64.b64decode(raw["value"])), raw["version"], raw["create_revision"],
                    raw["mod_revision"], raw["lease"])
+
+
+@dataclass(frozen=True)
+class DictEvent:
+    """One change: `put` (entry set) or `delete`, or `snapshot_end` after a snapshot."""
+
+    type: str
+    revision: int
+    key: Any
+    entry: DictEntry | None
+    snapshot: bool = False
+
+    @property
+    def value(self) -> Any:
+        return None if self.entry is None else self.entry.value
+
+    @classmethod
+    def from_wire(cls, raw: dict[str, Any]) -> DictEvent:
+        key = None if raw.get("key") is None else decode_key(base64.b64decode(raw["key"]))
+        return cls(raw["type"], raw["revision"], key, DictEntry.from_wire(raw.get("entry")),
+                   bool(raw.get("snapshot")))
 
 
 class DictLease:
@@ -319,5 +341,33 @@ class Dict:
     def election(self, name: str) -> Any:
         raise InvalidError("Dict.election is not available yet")
 
-    def watch(self, prefix: str = "", snapshot: bool = False, start_revision: int | None = None) -> Any:
-        raise InvalidError("Dict.watch is not available yet")
+    def watch(self, prefix: str | None = None, snapshot: bool = False,
+              start_revision: int | None = None) -> Iterator[DictEvent]:
+        """Changes to keys under `prefix` (a string; None: every key): with snapshot=True the
+        current entries first (then one `snapshot_end` event), with start_revision every change
+        from that revision on, then live changes. Runs until the caller stops iterating."""
+        from apothic import _loop
+
+        params = {"prefix": "" if prefix is None else _b64(encode_key(prefix))}
+        if snapshot:
+            params["snapshot"] = "1"
+        if start_revision is not None:
+            params["start_revision"] = str(start_revision)
+
+        async def open_stream() -> Any:
+            client, path = await self._client()
+            return await client.open_stream(f"{path}/watch", params)
+
+        async def close(response: Any) -> None:
+            response.close()
+
+        response = _loop.run(open_stream())
+        try:
+            while True:
+                line = _loop.run(response.content.readline())
+                if not line:
+                    return
+                if line.strip():
+                    yield DictEvent.from_wire(orjson.loads(line))
+        finally:
+            _loop.run(close(response))

@@ -121,4 +121,45 @@ def test_bad_input(server: dict) -> None:
         with pytest.raises(apothic.exception.SerializationError):
             d["lock"] = threading.Lock()
         with pytest.raises(InvalidError):
-            d.watch()
+            d.election("leader")
+        # The watch history keeps the last 10,000 events: resuming before them says so.
+        d.update({f"k{i}": i for i in range(10_050)})
+        with pytest.raises(NotFoundError) as info:
+            next(d.watch(start_revision=1))
+        assert info.value.code == "dict.compacted"
+
+
+def test_watch_snapshot_live_and_resume_without_gaps(server: dict) -> None:
+    with apothic.Dict.ephemeral() as d:
+        d["job/1"] = "queued"
+        d["other"] = "not watched"
+        seen: list[apothic.dict.DictEvent] = []
+
+        def watcher() -> None:
+            for event in d.watch(prefix="job/", snapshot=True):
+                seen.append(event)
+                if event.type == "delete":
+                    return
+
+        t = threading.Thread(target=watcher)
+        t.start()
+        deadline = time.monotonic() + 10
+        while not any(e.type == "snapshot_end" for e in seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        d["job/1"] = "running"
+        d["other"] = "still not watched"
+        d["job/2"] = "queued"
+        del d["job/1"]
+        t.join(timeout=30)
+        assert [(e.type, e.key, e.value) for e in seen] == [
+            ("put", "job/1", "queued"), ("snapshot_end", None, None), ("put", "job/1", "running"),
+            ("put", "job/2", "queued"), ("delete", "job/1", None)]
+        live = [e.revision for e in seen[2:]]
+        assert live == sorted(live) and len(set(live)) == len(live)
+        # Resuming from a revision replays exactly what came after it.
+        resumed = []
+        for event in d.watch(prefix="job/", start_revision=seen[3].revision):
+            resumed.append((event.type, event.key, event.revision))
+            if len(resumed) == 2:
+                break
+        assert resumed == [(e.type, e.key, e.revision) for e in seen[3:5]]

@@ -309,6 +309,25 @@ impl DictRef {
         done(py, outcome, |_, ids| ids)
     }
 
+    /// User-key events after `after` whose key starts with `prefix`:
+    /// `(revision, "put" | "delete", key, entry or None)`; `dict.compacted` when history is gone.
+    fn events_since<'py>(
+        &self,
+        py: Python<'py>,
+        after: u64,
+        prefix: &[u8],
+    ) -> PyResult<Vec<(u64, &'static str, Bound<'py, PyBytes>, Option<EntryTuple<'py>>)>> {
+        let events = self.with(|d| d.events_since(after))?.map_err(CoreErr::from)?;
+        Ok(events
+            .iter()
+            .filter(|e| !e.is_system() && e.key.starts_with(prefix))
+            .map(|e| {
+                let kind = if e.entry.is_some() { "put" } else { "delete" };
+                (e.revision, kind, PyBytes::new(py, &e.key), e.entry.as_ref().map(|x| entry(py, x)))
+            })
+            .collect())
+    }
+
     fn next_deadline_in_ms(&self) -> PyResult<Option<u64>> {
         self.with(|d| d.next_deadline().map(|t| t.saturating_sub(now_ms())))
     }

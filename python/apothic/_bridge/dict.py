@@ -129,6 +129,10 @@ class DictEngine:
     def expire(self) -> Mutation:
         return _mutation(self._ref.expire())
 
+    @translated
+    def events_since(self, after: int, prefix: bytes = b"") -> list[tuple[int, str, bytes, Entry | None]]:
+        return [(rev, kind, key, Entry.of(entry)) for rev, kind, key, entry in self._ref.events_since(after, prefix)]
+
     def next_deadline_in_ms(self) -> int | None:
         return self._ref.next_deadline_in_ms()
 

@@ -41,7 +41,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     queue_service = QueueService(QueueStore(store.db))
     await queue_service.restore()
     app[keys.QUEUES] = queue_service
-    dict_service = DictService(DictStore(store.db))
+    dict_service = DictService(DictStore(store.db), hub)
     await dict_service.restore()
     app[keys.DICTS] = dict_service
     app[keys.STORE], app[keys.HUB], app[keys.SCHEDULER], app[keys.AUTH] = store, hub, scheduler, auth

@@ -9,16 +9,31 @@ has applied is durable, so no reader ever sees a value that a crash could still 
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from apothic import _ids, exception
 from apothic._bridge.dict import DictEngine, Entry, Mutation
+from apothic.control.hub import Hub
 from apothic.control.store.dicts import DictStore
 from apothic.exception import InvalidError, NotFoundError
 
 MAX_VALUE_BYTES = 1024 * 1024
+SYSTEM_PREFIX = b"\0apothic\0"  # lock and election keys: never shown to watchers
+
+
+def wire_entry(e: Entry | None) -> dict[str, Any] | None:
+    if e is None:
+        return None
+    return {"value": base64.b64encode(e.value).decode(), "version": e.version, "create_revision": e.create_revision,
+            "mod_revision": e.mod_revision, "lease": e.lease}
+
+
+def watch_event(revision: int, key: bytes, entry: Entry | None, **extra: Any) -> dict[str, Any]:
+    return {"revision": revision, "type": "put" if entry is not None else "delete",
+            "key": base64.b64encode(key).decode(), "entry": wire_entry(entry), **extra}
 MAX_TTL_S = 24 * 3600
 
 
@@ -38,8 +53,9 @@ class NamedDict:
 
 
 class DictService:
-    def __init__(self, store: DictStore) -> None:
+    def __init__(self, store: DictStore, hub: Hub) -> None:
         self.store = store
+        self.hub = hub
         self.dicts: dict[tuple[str, str], NamedDict] = {}
         self._persisting: set[asyncio.Task[None]] = set()
 
@@ -103,6 +119,10 @@ class DictService:
                 d.durable_revision = max(d.durable_revision, m.revision)
                 d.changed.set()
                 d.changed = asyncio.Event()
+            # Watchers hear of a change only once it is durable.
+            for change in m.changes:
+                if change.kind == "kv" and change.key is not None and not change.key.startswith(SYSTEM_PREFIX):
+                    self.hub.publish(f"dict:{d.id}", watch_event(change.revision, change.key, change.entry))
         return m
 
     async def settled(self, d: NamedDict) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from apothic.control import keys
-from apothic.control.dicts import NamedDict
+from apothic.control.dicts import NamedDict, watch_event, wire_entry
 from apothic.control.middlewares import account_of
 from apothic.control.routes._body import field, json_body, json_response
 from apothic.exception import MalformedRequestError
@@ -27,13 +29,6 @@ def _b64(body: dict[str, Any], name: str, *, required: bool = True) -> bytes | N
         return base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
         raise MalformedRequestError(f"field {name!r} must be base64") from None
-
-
-def _entry(e: Any) -> dict[str, Any] | None:
-    if e is None:
-        return None
-    return {"value": base64.b64encode(e.value).decode(), "version": e.version, "create_revision": e.create_revision,
-            "mod_revision": e.mod_revision, "lease": e.lease}
 
 
 def _dict(request: web.Request) -> NamedDict:
@@ -65,11 +60,11 @@ async def delete_dict(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/dicts/{dict}/get")
-async def get_entry(request: web.Request) -> web.Response:
+async def getwire_entry(request: web.Request) -> web.Response:
     body = await json_body(request)
     d = _dict(request)
     entry = await request.app[keys.DICTS].get(d, _b64(body, "key"))
-    return json_response({"entry": _entry(entry), "revision": d.engine.revision()})
+    return json_response({"entry": wire_entry(entry), "revision": d.engine.revision()})
 
 
 @routes.post("/v1/dicts/{dict}/range")
@@ -77,7 +72,7 @@ async def range_entries(request: web.Request) -> web.Response:
     body = await json_body(request)
     d = _dict(request)
     pairs = await request.app[keys.DICTS].range(d, _b64(body, "prefix", required=False) or b"")
-    return json_response({"entries": [[base64.b64encode(k).decode(), _entry(e)] for k, e in pairs],
+    return json_response({"entries": [[base64.b64encode(k).decode(), wire_entry(e)] for k, e in pairs],
                           "revision": d.engine.revision()})
 
 
@@ -89,7 +84,7 @@ async def dict_len(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/dicts/{dict}/put")
-async def put_entry(request: web.Request) -> web.Response:
+async def putwire_entry(request: web.Request) -> web.Response:
     body = await json_body(request)
     fence = field(body, "fence", dict, required=False)
     guard = None
@@ -100,7 +95,7 @@ async def put_entry(request: web.Request) -> web.Response:
                                           lease=field(body, "lease", int, required=False),
                                           skip_if_exists=bool(body.get("skip_if_exists", False)), fence=guard)
     written, entry = m.value
-    return json_response({"written": written, "entry": _entry(entry), "revision": m.revision})
+    return json_response({"written": written, "entry": wire_entry(entry), "revision": m.revision})
 
 
 @routes.post("/v1/dicts/{dict}/put_many")
@@ -117,14 +112,14 @@ async def put_entries(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/dicts/{dict}/delete")
-async def delete_entry(request: web.Request) -> web.Response:
+async def deletewire_entry(request: web.Request) -> web.Response:
     body = await json_body(request)
     prev = await request.app[keys.DICTS].delete_key(_dict(request), _b64(body, "key"))
-    return json_response({"entry": _entry(prev)})
+    return json_response({"entry": wire_entry(prev)})
 
 
 @routes.post("/v1/dicts/{dict}/cas")
-async def cas_entry(request: web.Request) -> web.Response:
+async def caswire_entry(request: web.Request) -> web.Response:
     body = await json_body(request)
     expect: dict[str, Any] = {}
     if "expected_value" in body:
@@ -136,7 +131,7 @@ async def cas_entry(request: web.Request) -> web.Response:
     succeeded, entry = await request.app[keys.DICTS].cas(
         _dict(request), _b64(body, "key"), _b64(body, "value"), lease=field(body, "lease", int, required=False),
         **expect)
-    return json_response({"succeeded": succeeded, "entry": _entry(entry)})
+    return json_response({"succeeded": succeeded, "entry": wire_entry(entry)})
 
 
 @routes.post("/v1/dicts/{dict}/clear")
@@ -186,3 +181,56 @@ async def release_lock(request: web.Request) -> web.Response:
     await request.app[keys.DICTS].release(_dict(request), request.match_info["lock"].encode(),
                                           int(field(body, "fence", int)))
     return json_response({"released": True})
+
+
+@routes.get("/v1/dicts/{dict}/watch")
+async def watch_dict(request: web.Request) -> web.StreamResponse:
+    """NDJSON events for keys under `prefix` (base64): with `snapshot=1`, the current entries
+    first and a `snapshot_end` marker; with `start_revision=R`, every event from R on (or
+    `dict.compacted`); then live events, each once, in revision order."""
+    d = _dict(request)
+    service = request.app[keys.DICTS]
+    hub = request.app[keys.HUB]
+    try:
+        prefix = base64.b64decode(request.query.get("prefix", ""), validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedRequestError("prefix must be base64") from None
+    snapshot = request.query.get("snapshot") in ("1", "true")
+    start = request.query.get("start_revision")
+    topic = f"dict:{d.id}"
+    response: web.StreamResponse | None = None
+    live = hub.subscribe(topic)
+    try:
+        await service.settled(d)
+        durable = d.durable_revision
+        if snapshot:
+            first = [watch_event(e.mod_revision, k, e, snapshot=True) for k, e in d.engine.range(prefix)]
+            first.append({"revision": durable, "type": "snapshot_end", "key": None, "entry": None})
+        elif start is not None:
+            try:
+                after = int(start) - 1
+            except ValueError:
+                raise MalformedRequestError("start_revision must be an integer") from None
+            first = [watch_event(rev, k, e) for rev, _, k, e in d.engine.events_since(max(0, after), prefix)
+                     if rev <= durable]
+        else:
+            first = []
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        for event in first:
+            await response.write(orjson.dumps(event) + b"\n")
+        last = durable
+        while True:
+            try:
+                event = await asyncio.wait_for(live.get(), 15.0)
+            except TimeoutError:
+                await response.write(b"\n")
+                continue
+            if event["revision"] <= last or not base64.b64decode(event["key"]).startswith(prefix):
+                continue
+            last = event["revision"]
+            await response.write(orjson.dumps(event) + b"\n")
+    except (ConnectionResetError, asyncio.CancelledError):
+        return response or web.Response()
+    finally:
+        hub.unsubscribe(topic, live)
