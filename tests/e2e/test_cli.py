@@ -105,3 +105,18 @@ def test_queue_commands(cli) -> None:
     cli("queue", "delete", "cli-q")
     _one_line_error(cli("queue", "len", "cli-q", expect=None), "queue.not_found")
     _one_line_error(cli("queue", "watch", "cli-q", expect=None), "invalid_argument")  # said, not faked
+
+
+def test_dict_commands(cli) -> None:
+    cli("dict", "create", "cli-d")
+    cli("dict", "put", "cli-d", "a", "1")
+    cli("dict", "put", "cli-d", "b", "text")
+    got = json.loads(cli("dict", "get", "cli-d", "a", "--json").stdout)
+    assert got["value"] == 1 and got["version"] == 1
+    assert json.loads(cli("dict", "peek", "cli-d", "--json").stdout) == {"a": 1, "b": "text"}
+    assert cli("dict", "len", "cli-d").stdout.strip() == "2"
+    assert any(d["name"] == "cli-d" for d in json.loads(cli("dict", "list", "--json").stdout))
+    _one_line_error(cli("dict", "get", "cli-d", "zzz", expect=None), "dict.key_not_found")
+    cli("dict", "clear", "cli-d")
+    cli("dict", "delete", "cli-d")
+    _one_line_error(cli("dict", "len", "cli-d", expect=None), "dict.not_found")

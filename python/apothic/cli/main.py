@@ -5,6 +5,7 @@ from typing import Annotated
 import typer
 
 from apothic.cli.app import app_cli
+from apothic.cli.dict import dict_cli
 from apothic.cli.job import job_cli
 from apothic.cli.queue import queue_cli
 from apothic.cli.run import deploy, run
@@ -36,6 +37,7 @@ cli.command("deploy")(deploy)
 cli.add_typer(app_cli, rich_help_panel="Apps")
 cli.add_typer(job_cli, rich_help_panel="Apps")
 cli.add_typer(queue_cli, rich_help_panel="Storage")
+cli.add_typer(dict_cli, rich_help_panel="Storage")
 cli.add_typer(worker_cli, rich_help_panel="Infrastructure")
 cli.add_typer(server_cli, rich_help_panel="Infrastructure")
 
