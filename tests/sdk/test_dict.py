@@ -163,3 +163,43 @@ def test_watch_snapshot_live_and_resume_without_gaps(server: dict) -> None:
             if len(resumed) == 2:
                 break
         assert resumed == [(e.type, e.key, e.revision) for e in seen[3:5]]
+
+
+def test_concurrent_histories_are_linearizable(server: dict) -> None:
+    """Four clients issue random puts, gets and CAS on three keys; each key's recorded history
+    must have a legal single-register order that respects real time."""
+    import random
+
+    from tests.support.linearizability import Op, linearizable
+
+    with apothic.Dict.ephemeral() as d:
+        histories: dict[str, list[Op]] = {k: [] for k in ("x", "y", "z")}
+        lock = threading.Lock()
+
+        def client(seed: int) -> None:
+            rng = random.Random(seed)
+            for _ in range(12):
+                key = rng.choice("xyz")
+                kind = rng.choice(["put", "get", "cas"])
+                value = rng.randrange(4)
+                invoked = time.monotonic()
+                if kind == "put":
+                    d.put(key, value)
+                    op = Op("put", invoked, time.monotonic(), value=value)
+                elif kind == "get":
+                    got = d.get(key)
+                    op = Op("get", invoked, time.monotonic(), output=got)
+                else:
+                    expected = rng.randrange(4)
+                    ok, _ = d.cas(key, value, expected_value=expected)
+                    op = Op("cas", invoked, time.monotonic(), value=value, expected=expected, output=ok)
+                with lock:
+                    histories[key].append(op)
+
+        threads = [threading.Thread(target=client, args=(seed,)) for seed in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for key, history in histories.items():
+            assert linearizable(history), (key, history)
