@@ -46,7 +46,7 @@ bench: build
 	$(BIN)/pip install --quiet "pytest-benchmark==5.3.1"
 	$(BIN)/pip install --quiet "ray==2.60.0" || echo "ray 2.60.0 could not be installed; benchmarking Apothic alone"
 	$(BIN)/python bench/run_bench.py
-	$(BIN)/python bench/queue_bench.py
+	$(BIN)/python bench/coordination_bench.py
 
 clean:
 	rm -rf $(VENV) target

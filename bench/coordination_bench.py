@@ -1,8 +1,10 @@
-"""Queue benchmark: put -> claim -> ack cycles through the SDK (1 and 32 concurrent clients),
-and the Rust engine alone (in-process, and through the Python binding against a pure-Python
-claim/ack loop as the peer). Writes bench/results/queue.json.
+"""Queue and Dict benchmark. Queue: put -> claim -> ack cycles through the SDK (1 and 32
+concurrent clients), and the Rust engine alone (in-process, and through the Python binding
+against a pure-Python claim/ack loop as the peer). Dict: writes/s and point reads/s (1 and 32
+clients), CAS/s with and without contention, watch event latency. Writes
+bench/results/coordination.json.
 
-Run: .venv/bin/python bench/queue_bench.py   (make bench runs it)
+Run: .venv/bin/python bench/coordination_bench.py   (make bench runs it)
 """
 
 from __future__ import annotations
@@ -57,6 +59,78 @@ def sdk_cycles(clients: int, n: int) -> dict[str, Any]:
             "p50_ms": round(lat[len(lat) // 2] * 1000, 3), "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 3)}
 
 
+def dict_ops(clients: int, n: int) -> dict[str, Any]:
+    import apothic
+
+    d = apothic.Dict.from_name(f"bench-{clients}", create_if_missing=True)
+
+    async def run(op: str) -> tuple[int, float]:
+        await d.hydrate.aio()
+        await d.put.aio("shared", 0)
+        deadline = time.monotonic() + SECONDS
+
+        async def client(c: int) -> int:
+            done = 0
+            while done < n // clients and time.monotonic() < deadline:
+                if op == "write":
+                    await d.put.aio(f"k{c}-{done % 100}", done)
+                elif op == "read":
+                    await d.get.aio(f"k{c}-{done % 100}")
+                elif op == "cas_private":  # each client its own key: no contention
+                    await d.cas.aio(f"cas{c}", done + 1, expected_value=done if done else None) \
+                        if done else await d.put.aio(f"cas{c}", 1)
+                else:  # everyone on one key: most CAS calls lose
+                    entry = await d.entry.aio("shared")
+                    await d.cas.aio("shared", entry.value + 1, expected_version=entry.version)
+                done += 1
+            return done
+
+        start = time.perf_counter()
+        counts = await asyncio.gather(*(client(c) for c in range(clients)))
+        return sum(counts), time.perf_counter() - start
+
+    out: dict[str, Any] = {"clients": clients}
+    for op in ("write", "read", "cas_private", "cas_contended"):
+        total, seconds = asyncio.run(run(op))
+        out[f"{op}_per_s"] = round(total / seconds, 1)
+    return out
+
+
+def watch_latency(n: int) -> dict[str, Any]:
+    """Time from a put's acknowledgement to a watcher's receipt of its event."""
+    import threading
+
+    import apothic
+
+    d = apothic.Dict.from_name("bench-watch", create_if_missing=True)
+    received: dict[int, float] = {}
+    ready = threading.Event()
+
+    def watcher() -> None:
+        for event in d.watch(prefix="w", snapshot=True):
+            if event.type == "snapshot_end":
+                ready.set()
+            elif event.type == "put":
+                received[event.value] = time.perf_counter()
+                if len(received) >= n:
+                    return
+
+    t = threading.Thread(target=watcher, daemon=True)
+    t.start()
+    ready.wait(30)
+    acked: dict[int, float] = {}
+    deadline = time.monotonic() + SECONDS
+    for i in range(n):
+        if time.monotonic() > deadline:
+            break
+        d.put("w", i)
+        acked[i] = time.perf_counter()
+        time.sleep(0.002)
+    t.join(10)
+    lat = sorted(max(0.0, received[i] - acked[i]) * 1000 for i in acked if i in received)
+    return {"events": len(lat), "p50_ms": round(lat[len(lat) // 2], 3), "p99_ms": round(lat[int(len(lat) * 0.99)], 3)}
+
+
 def binding_vs_python(n: int) -> dict[str, Any]:
     from apothic._bridge.queue import QueueEngine
 
@@ -95,18 +169,21 @@ def main() -> int:
     os.environ.pop("APOTHIC_API_KEY", None)
     subprocess.run([*APOTHIC, "server", "start"], check=True, capture_output=True, timeout=120)
     pid = json.loads((home / "server.json").read_text())["pid"]
-    result: dict[str, Any] = {"benchmark": "queue", "cpus": os.cpu_count(), "python": sys.version.split()[0],
+    result: dict[str, Any] = {"benchmark": "coordination", "cpus": os.cpu_count(), "python": sys.version.split()[0],
                               "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     try:
         result["sdk_1_client"] = sdk_cycles(1, 2000)
         result["sdk_32_clients"] = sdk_cycles(32, 8000)
+        result["dict_1_client"] = dict_ops(1, 2000)
+        result["dict_32_clients"] = dict_ops(32, 8000)
+        result["dict_watch"] = watch_latency(500)
     finally:
         subprocess.run([*APOTHIC, "server", "stop"], capture_output=True, timeout=60)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     result["binding"] = binding_vs_python(500_000)
     result["engine_alone"] = engine_alone()
-    out = BENCH_DIR / "results" / "queue.json"
+    out = BENCH_DIR / "results" / "coordination.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
