@@ -2,7 +2,7 @@
 
 from apothic import exception
 from apothic.app import App, LocalEntrypoint
-from apothic.dict import Dict, DictEntry, DictLease, DictLock
+from apothic.dict import Dict, DictEntry, DictLease, DictLock, Election
 from apothic.function import Function, FunctionCall
 from apothic.image import Image
 from apothic.job import Job, JobEvent
@@ -16,6 +16,7 @@ __all__ = [
     "DictEntry",
     "DictLease",
     "DictLock",
+    "Election",
     "Function",
     "FunctionCall",
     "Image",

@@ -149,6 +149,99 @@ class DictLock:
         self.release()
 
 
+class Election:
+    def __init__(self, d: Dict, name: str) -> None:
+        self._dict = d
+        self.name = name
+        self.candidate = secrets.token_hex(8)
+        self.revision: int | None = None
+        self.lease: DictLease | None = None
+        self._stop = threading.Event()
+        self._keeper: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"Election({self.name!r}, leading={self.revision is not None})"
+
+    def _path(self, verb: str) -> str:
+        return f"elections/{quote(self.name, safe='')}/{verb}"
+
+    def campaign(self, value: Any, *, ttl: float = 10, timeout: float | None = None) -> Election:
+        """Blocks until this candidate leads (or raises TimeoutError); then keeps its lease alive."""
+        from apothic import _loop
+
+        async def go() -> dict[str, Any]:
+            import time
+
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                left = 50.0 if deadline is None else max(0.0, min(50.0, deadline - time.monotonic()))
+                try:
+                    return await self._dict._call(self._path("campaign"), {
+                        "candidate": self.candidate, "value": _b64(_dump(value)), "ttl": ttl, "timeout": left})
+                except Exception as e:
+                    if getattr(e, "code", "") != "election.timeout" or (
+                            deadline is not None and time.monotonic() >= deadline):
+                        raise
+
+        won = _loop.run(go())
+        self.revision = won["revision"]
+        self.lease = DictLease(self._dict, won["lease"], ttl)
+        self._stop.clear()
+        self._keeper = threading.Thread(target=self._keep, name=f"apothic-election-{self.name}", daemon=True)
+        self._keeper.start()
+        return self
+
+    def _keep(self) -> None:
+        while self.lease is not None and not self._stop.wait(self.lease.ttl / 3):
+            with contextlib.suppress(Exception):  # a lost lease shows up as a refused proclaim
+                self.lease.keepalive()
+
+    def proclaim(self, value: Any) -> None:
+        """Changes the leader's value; refused (ConflictError) unless this candidate leads."""
+        from apothic import _loop
+
+        if self.revision is None:
+            raise InvalidError("proclaim needs a won campaign")
+        _loop.run(self._dict._call(self._path("proclaim"), {"revision": self.revision, "value": _b64(_dump(value))}))
+
+    def resign(self) -> None:
+        from apothic import _loop
+
+        self._stop.set()
+        if self._keeper is not None:
+            self._keeper.join()
+        if self.revision is not None:
+            with contextlib.suppress(Exception):
+                _loop.run(self._dict._call(self._path("resign"), {"revision": self.revision}))
+        if self.lease is not None:
+            with contextlib.suppress(Exception):
+                self.lease.revoke()
+        self.revision, self.lease = None, None
+
+    async def _leader(self, seen: list[int] | None = None, timeout: float = 0) -> dict[str, Any] | None:
+        body: dict[str, Any] = {"timeout": timeout}
+        if seen is not None:
+            body["seen"] = seen
+        return (await self._dict._call(self._path("leader"), body))["leader"]
+
+    @dual
+    async def leader(self) -> Any:
+        """The leader's value, or None when nobody leads."""
+        found = await self._leader()
+        return None if found is None else cloudpickle.loads(base64.b64decode(found["value"]))
+
+    def observe(self) -> Iterator[Any]:
+        """The leader's value now (if any) and every time it changes; runs until you stop."""
+        from apothic import _loop
+
+        seen = [0, 0]
+        while True:
+            found = _loop.run(self._leader(seen, 50.0))
+            if found is not None and [found["revision"], found["mod_revision"]] != seen:
+                seen = [found["revision"], found["mod_revision"]]
+                yield cloudpickle.loads(base64.b64decode(found["value"]))
+
+
 class Dict:
     def __init__(self, name: str, *, create_if_missing: bool = False) -> None:
         self.name = name
@@ -338,8 +431,10 @@ class Dict:
 
         _loop.run(self._call(f"locks/{quote(name, safe='')}/release", {"fence": fence}))
 
-    def election(self, name: str) -> Any:
-        raise InvalidError("Dict.election is not available yet")
+    def election(self, name: str) -> Election:
+        """A leader election among this dict's clients (etcd's recipe: the oldest live
+        candidacy leads; a leader that stops keeping its lease alive is replaced)."""
+        return Election(self, name)
 
     def watch(self, prefix: str | None = None, snapshot: bool = False,
               start_revision: int | None = None) -> Iterator[DictEvent]:

@@ -120,8 +120,6 @@ def test_bad_input(server: dict) -> None:
     with apothic.Dict.ephemeral() as d:
         with pytest.raises(apothic.exception.SerializationError):
             d["lock"] = threading.Lock()
-        with pytest.raises(InvalidError):
-            d.election("leader")
         # The watch history keeps the last 10,000 events: resuming before them says so.
         d.update({f"k{i}": i for i in range(10_050)})
         with pytest.raises(NotFoundError) as info:
@@ -203,3 +201,36 @@ def test_concurrent_histories_are_linearizable(server: dict) -> None:
             t.join()
         for key, history in histories.items():
             assert linearizable(history), (key, history)
+
+
+def test_election_leader_proclaim_resign_and_takeover(server: dict) -> None:
+    with apothic.Dict.ephemeral() as d:
+        first = d.election("primary").campaign("node-a", ttl=5)
+        assert first.leader() == "node-a"
+        observed: list[str] = []
+
+        def observer() -> None:
+            for value in d.election("primary").observe():
+                observed.append(value)
+                if value == "node-b":
+                    return
+
+        watcher = threading.Thread(target=observer)
+        watcher.start()
+        second = d.election("primary")
+        contender = threading.Thread(target=lambda: second.campaign("node-b", ttl=5, timeout=30))
+        contender.start()
+        time.sleep(0.5)
+        assert d.election("primary").leader() == "node-a"  # the second candidate waits in line
+        first.proclaim("node-a v2")
+        impostor = d.election("primary")
+        impostor.revision = first.revision + 1  # a candidacy that does not lead
+        with pytest.raises(ConflictError):  # only the leader may proclaim
+            impostor.proclaim("usurper")
+        first.resign()
+        contender.join(timeout=30)
+        watcher.join(timeout=30)
+        assert d.election("primary").leader() == "node-b"
+        assert observed[0] in ("node-a", "node-a v2") and observed[-1] == "node-b"
+        second.resign()
+        assert d.election("primary").leader() is None

@@ -309,6 +309,76 @@ impl DictRef {
         done(py, outcome, |_, ids| ids)
     }
 
+    /// Enters an election under `lease`; the value is `(revision, leading, ahead)`.
+    fn campaign<'py>(
+        &self,
+        py: Python<'py>,
+        name: &[u8],
+        candidate: Vec<u8>,
+        value: Vec<u8>,
+        lease: u64,
+    ) -> PyResult<Mutation<'py, (u64, bool, usize)>> {
+        let outcome = self
+            .with(|d| d.campaign(name, candidate, value, lease, now_ms()))?
+            .map_err(CoreErr::from)?;
+        done(py, outcome, |_, (c, s)| {
+            let (leading, ahead) = standing(s);
+            (c.revision, leading, ahead)
+        })
+    }
+
+    /// `(leading, ahead)` for candidacy `revision`; `election.not_leader` once it left the line.
+    fn candidacy_standing(&self, name: &[u8], revision: u64) -> PyResult<(bool, usize)> {
+        Ok(standing(
+            self.with(|d| d.candidacy_standing(name, revision, now_ms()))?
+                .map_err(CoreErr::from)?,
+        ))
+    }
+
+    fn proclaim<'py>(
+        &self,
+        py: Python<'py>,
+        name: &[u8],
+        revision: u64,
+        value: Vec<u8>,
+    ) -> PyResult<Mutation<'py, u64>> {
+        let outcome = self
+            .with(|d| d.proclaim(name, revision, value, now_ms()))?
+            .map_err(CoreErr::from)?;
+        done(py, outcome, |_, leader| leader.mod_revision)
+    }
+
+    fn resign<'py>(
+        &self,
+        py: Python<'py>,
+        name: &[u8],
+        revision: u64,
+    ) -> PyResult<Mutation<'py, Option<u64>>> {
+        let outcome = self
+            .with(|d| d.resign(name, revision))?
+            .map_err(CoreErr::from)?;
+        done(py, outcome, |_, leader| leader.map(|l| l.revision))
+    }
+
+    /// The leader: `(candidate, value, revision, mod_revision)`, or None.
+    #[allow(clippy::type_complexity)]
+    fn leader<'py>(
+        &self,
+        py: Python<'py>,
+        name: &[u8],
+    ) -> PyResult<Option<(Bound<'py, PyBytes>, Bound<'py, PyBytes>, u64, u64)>> {
+        self.with(|d| {
+            d.leader(name).map(|l| {
+                (
+                    PyBytes::new(py, &l.candidate),
+                    PyBytes::new(py, &l.value),
+                    l.revision,
+                    l.mod_revision,
+                )
+            })
+        })
+    }
+
     /// User-key events after `after` whose key starts with `prefix`:
     /// `(revision, "put" | "delete", key, entry or None)`; `dict.compacted` when history is gone.
     fn events_since<'py>(
@@ -316,14 +386,28 @@ impl DictRef {
         py: Python<'py>,
         after: u64,
         prefix: &[u8],
-    ) -> PyResult<Vec<(u64, &'static str, Bound<'py, PyBytes>, Option<EntryTuple<'py>>)>> {
-        let events = self.with(|d| d.events_since(after))?.map_err(CoreErr::from)?;
+    ) -> PyResult<
+        Vec<(
+            u64,
+            &'static str,
+            Bound<'py, PyBytes>,
+            Option<EntryTuple<'py>>,
+        )>,
+    > {
+        let events = self
+            .with(|d| d.events_since(after))?
+            .map_err(CoreErr::from)?;
         Ok(events
             .iter()
             .filter(|e| !e.is_system() && e.key.starts_with(prefix))
             .map(|e| {
                 let kind = if e.entry.is_some() { "put" } else { "delete" };
-                (e.revision, kind, PyBytes::new(py, &e.key), e.entry.as_ref().map(|x| entry(py, x)))
+                (
+                    e.revision,
+                    kind,
+                    PyBytes::new(py, &e.key),
+                    e.entry.as_ref().map(|x| entry(py, x)),
+                )
             })
             .collect())
     }

@@ -130,6 +130,27 @@ class DictEngine:
         return _mutation(self._ref.expire())
 
     @translated
+    def campaign(self, name: bytes, candidate: bytes, value: bytes, lease: int) -> Mutation:
+        """Value: (revision, leading, ahead)."""
+        return _mutation(self._ref.campaign(name, candidate, value, lease))
+
+    @translated
+    def candidacy_standing(self, name: bytes, revision: int) -> tuple[bool, int]:
+        return self._ref.candidacy_standing(name, revision)
+
+    @translated
+    def proclaim(self, name: bytes, revision: int, value: bytes) -> Mutation:
+        return _mutation(self._ref.proclaim(name, revision, value))
+
+    @translated
+    def resign(self, name: bytes, revision: int) -> Mutation:
+        return _mutation(self._ref.resign(name, revision))
+
+    def leader(self, name: bytes) -> tuple[bytes, bytes, int, int] | None:
+        """(candidate, value, revision, mod_revision) of the leader, or None."""
+        return self._ref.leader(name)
+
+    @translated
     def events_since(self, after: int, prefix: bytes = b"") -> list[tuple[int, str, bytes, Entry | None]]:
         return [(rev, kind, key, Entry.of(entry)) for rev, kind, key, entry in self._ref.events_since(after, prefix)]
 

@@ -208,6 +208,51 @@ class DictService:
             acquired, _ = d.engine.lock_standing(name, fence)
         return fence, lease
 
+    async def campaign(self, d: NamedDict, name: bytes, candidate: bytes, value: bytes, ttl_s: float,
+                       timeout: float) -> tuple[int, int]:
+        """Enters the election under a new lease and waits (up to timeout) to lead; returns
+        (candidacy revision, lease). While the caller waits here its lease is kept alive."""
+        lease = await self.grant(d, ttl_s)
+        revision, leading, _ = (await self._commit(d, d.engine.campaign(name, candidate, value, lease))).value
+        deadline = time.monotonic() + timeout
+        while not leading:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                await self._commit(d, d.engine.revoke(lease))
+                raise exception.TimeoutError(f"did not win election {name.decode(errors='replace')!r} "
+                                             f"within {timeout:g} s", code="election.timeout")
+            changed = d.changed
+            try:
+                await asyncio.wait_for(changed.wait(), min(left, ttl_s / 3))
+            except TimeoutError:
+                pass
+            d.engine.keepalive(lease)
+            leading, _ = d.engine.candidacy_standing(name, revision)
+        return revision, lease
+
+    async def proclaim(self, d: NamedDict, name: bytes, revision: int, value: bytes) -> None:
+        await self._commit(d, d.engine.proclaim(name, revision, value))
+
+    async def resign(self, d: NamedDict, name: bytes, revision: int) -> None:
+        await self._commit(d, d.engine.resign(name, revision))
+
+    async def leader(self, d: NamedDict, name: bytes, *, seen: tuple[int, int] | None = None,
+                     timeout: float = 0) -> tuple[bytes, bytes, int, int] | None:
+        """The leader; with `seen` (the candidacy and value revisions last seen), waits up to
+        timeout for a different leader or value (observe)."""
+        await self.settled(d)
+        deadline = time.monotonic() + timeout
+        while True:
+            current = d.engine.leader(name)
+            left = deadline - time.monotonic()
+            if (current is not None and (current[2], current[3]) != seen) or left <= 0:
+                return current
+            changed = d.changed
+            try:
+                await asyncio.wait_for(changed.wait(), left)
+            except TimeoutError:
+                pass
+
     async def release(self, d: NamedDict, name: bytes, fence: int) -> None:
         await self._commit(d, d.engine.unlock(name, fence))
 

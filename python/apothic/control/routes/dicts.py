@@ -234,3 +234,46 @@ async def watch_dict(request: web.Request) -> web.StreamResponse:
         return response or web.Response()
     finally:
         hub.unsubscribe(topic, live)
+
+
+@routes.post("/v1/dicts/{dict}/elections/{election}/campaign")
+async def campaign(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    timeout = min(max(_number(body, "timeout", _LONG_POLL_MAX_S), 0), _LONG_POLL_MAX_S)
+    revision, lease = await request.app[keys.DICTS].campaign(
+        _dict(request), request.match_info["election"].encode(), str(body.get("candidate", "")).encode(),
+        _b64(body, "value"), _number(body, "ttl", 10), timeout)
+    return json_response({"revision": revision, "lease": lease})
+
+
+@routes.post("/v1/dicts/{dict}/elections/{election}/proclaim")
+async def proclaim(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    await request.app[keys.DICTS].proclaim(_dict(request), request.match_info["election"].encode(),
+                                           int(field(body, "revision", int)), _b64(body, "value"))
+    return json_response({"proclaimed": True})
+
+
+@routes.post("/v1/dicts/{dict}/elections/{election}/resign")
+async def resign(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    await request.app[keys.DICTS].resign(_dict(request), request.match_info["election"].encode(),
+                                         int(field(body, "revision", int)))
+    return json_response({"resigned": True})
+
+
+@routes.post("/v1/dicts/{dict}/elections/{election}/leader")
+async def election_leader(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    timeout = min(max(_number(body, "timeout", 0), 0), _LONG_POLL_MAX_S)
+    seen = field(body, "seen", list, required=False)
+    if seen is not None and (len(seen) != 2 or not all(isinstance(x, int) for x in seen)):
+        raise MalformedRequestError("seen is [candidacy revision, value revision]")
+    found = await request.app[keys.DICTS].leader(_dict(request), request.match_info["election"].encode(),
+                                                 seen=None if seen is None else (seen[0], seen[1]), timeout=timeout)
+    if found is None:
+        return json_response({"leader": None})
+    candidate, value, revision, mod_revision = found
+    return json_response({"leader": {"candidate": candidate.decode(errors="replace"),
+                                     "value": base64.b64encode(value).decode(), "revision": revision,
+                                     "mod_revision": mod_revision}})
