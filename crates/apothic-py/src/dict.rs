@@ -19,6 +19,14 @@ use crate::errors::{core_error, CoreErr};
 /// A persisted entry as `restore` takes it: (key, value, version, create_rev, mod_rev, lease).
 type StoredEntry = (Vec<u8>, Vec<u8>, u64, u64, u64, Option<u64>);
 
+/// (revision, "put" | "delete", key, entry or None): one watch event.
+type WatchEvent<'py> = (
+    u64,
+    &'static str,
+    Bound<'py, PyBytes>,
+    Option<EntryTuple<'py>>,
+);
+
 type EntryTuple<'py> = (Bound<'py, PyBytes>, u64, u64, u64, Option<u64>);
 /// ("kv", revision, key, entry or None) | ("lease_granted", revision, lease, ttl_ms) |
 /// ("lease_revoked", revision, lease, 0): one durable change.
@@ -386,14 +394,7 @@ impl DictRef {
         py: Python<'py>,
         after: u64,
         prefix: &[u8],
-    ) -> PyResult<
-        Vec<(
-            u64,
-            &'static str,
-            Bound<'py, PyBytes>,
-            Option<EntryTuple<'py>>,
-        )>,
-    > {
+    ) -> PyResult<Vec<WatchEvent<'py>>> {
         let events = self
             .with(|d| d.events_since(after))?
             .map_err(CoreErr::from)?;
