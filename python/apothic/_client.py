@@ -6,13 +6,18 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
-from apothic import _config
+from apothic import _config, _wire
 from apothic.exception import AuthError, ConnectionError, Error, error_for
+
+
+class _RpcUnavailable(Exception):
+    pass
 
 
 class Client:
@@ -20,6 +25,13 @@ class Client:
         self.url = url.rstrip("/")
         self.key = key
         self._session: Any = None
+        # Requests go over one multiplexed websocket (/v1/rpc) when the server offers it.
+        self._use_rpc = os.environ.get("APOTHIC_TRANSPORT", "websocket") != "http"
+        self._ws: Any = None
+        self._ws_lock: asyncio.Lock | None = None
+        self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], bytes]]] = {}
+        self._next_id = 0
+        self._reader: asyncio.Task[None] | None = None
 
     def _http(self) -> Any:
         import aiohttp
@@ -39,6 +51,15 @@ class Client:
         import aiohttp
 
         body = orjson.dumps(json) if json is not None else data
+        if self._use_rpc:
+            try:
+                status, response_headers, payload = await self._rpc(method, path, params, body or b"")
+            except _RpcUnavailable:
+                self._use_rpc = False
+            else:
+                if status not in ok:
+                    raise self._error(status, payload)
+                return status, response_headers, payload
         headers = {"Content-Type": "application/json"} if json is not None else {}
         try:
             async with self._http().request(method, self.url + path, data=body, params=params,
@@ -49,6 +70,60 @@ class Client:
                 return r.status, dict(r.headers), payload
         except aiohttp.ClientConnectionError as e:
             raise ConnectionError(f"could not reach the Apothic server at {self.url}: {e}") from None
+
+    async def _rpc(self, method: str, path: str, params: dict[str, Any] | None,
+                   body: bytes) -> tuple[int, dict[str, str], bytes]:
+        ws = await self._socket()
+        self._next_id += 1
+        request_id = self._next_id
+        future = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        query = {k: str(v) for k, v in (params or {}).items()}
+        try:
+            await ws.send_bytes(_wire.pack({"id": request_id, "method": method, "path": path, "query": query}, body))
+            header, payload = await future
+        finally:
+            self._pending.pop(request_id, None)
+        return header["status"], {"Content-Type": header.get("content_type", "")}, payload
+
+    async def _socket(self) -> Any:
+        import aiohttp
+
+        if self._ws is not None and not self._ws.closed:
+            return self._ws
+        if self._ws_lock is None:
+            self._ws_lock = asyncio.Lock()
+        async with self._ws_lock:
+            if self._ws is not None and not self._ws.closed:
+                return self._ws
+            try:
+                # No per-message deflate: compressing every small frame cost more CPU than any other step.
+                self._ws = await self._http().ws_connect(f"{self.url}/v1/rpc", max_msg_size=0, heartbeat=30.0,
+                                                         compress=0)
+            except aiohttp.WSServerHandshakeError:
+                raise _RpcUnavailable() from None  # e.g. a refused key: HTTP then reports it properly
+            except aiohttp.ClientConnectionError as e:
+                raise ConnectionError(f"could not reach the Apothic server at {self.url}: {e}") from None
+            self._reader = asyncio.create_task(self._read(self._ws))
+            return self._ws
+
+    async def _read(self, ws: Any) -> None:
+        import aiohttp
+
+        try:
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.BINARY:
+                    continue
+                header, payload = _wire.unpack(msg.data)
+                future = self._pending.get(header.get("id"))
+                if future is not None and not future.done():
+                    future.set_result((header, payload))
+        finally:
+            lost = ConnectionError(f"lost the connection to the Apothic server at {self.url}; "
+                                   "requests in flight may or may not have taken effect")
+            for future in list(self._pending.values()):
+                if not future.done():
+                    future.set_exception(lost)
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:
         _, _, payload = await self.request(method, path, **kwargs)
@@ -93,6 +168,10 @@ class Client:
         return r
 
     async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
         if self._session is not None:
             await self._session.close()
 

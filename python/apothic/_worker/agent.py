@@ -131,7 +131,8 @@ class Agent:
 
     async def _session(self) -> None:
         assert self.http is not None
-        async with self.http.ws_connect(f"{self.server}/v1/workers/session", heartbeat=10.0, max_msg_size=0) as ws:
+        async with self.http.ws_connect(f"{self.server}/v1/workers/session", heartbeat=10.0, max_msg_size=0,
+                                        compress=0) as ws:  # small frames: deflate costs more than it saves
             self.ws = ws
             self.outbox = asyncio.Queue()
             writer = asyncio.create_task(self._write(ws))

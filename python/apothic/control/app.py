@@ -20,7 +20,7 @@ from apothic.control.hub import Hub
 from apothic.control.middlewares import authenticate, errors
 from apothic.control.providers.local import LocalProvider
 from apothic.control.queues import QueueService
-from apothic.control.routes import apps, blobs, dicts, health, jobs, queues, workers
+from apothic.control.routes import apps, blobs, dicts, health, jobs, queues, rpc, workers
 from apothic.control.scheduler import Scheduler
 from apothic.control.store import Database, Store
 from apothic.control.store.dicts import DictStore
@@ -80,7 +80,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app = web.Application(middlewares=[errors, authenticate], client_max_size=80 * 1024 * 1024)
     app[keys.CONFIG] = config
     app.cleanup_ctx.extend([_state, _ticker])
-    for module in (apps, blobs, dicts, health, jobs, queues, workers):
+    for module in (apps, blobs, dicts, health, jobs, queues, rpc, workers):
         app.add_routes(module.routes)
     return app
 

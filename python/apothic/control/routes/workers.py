@@ -33,7 +33,7 @@ async def worker_session(request: web.Request) -> web.StreamResponse:
         await request.app[keys.AUTH].authenticate(request.headers.get("Authorization"), kind="worker")
     except Error as e:
         return error_response(e.code, e.message, e.http_status)
-    ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=0)
+    ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=0, compress=False)
     await ws.prepare(request)
     scheduler = request.app[keys.SCHEDULER]
     outbox: asyncio.Queue[bytes] = asyncio.Queue()
