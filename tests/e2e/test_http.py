@@ -47,3 +47,36 @@ def test_unknown_ids_and_routes(server: dict, home: Path) -> None:
     assert status == 404 and body["error"]["code"] == "not_found"
     status, body = _call(server, "GET", "/v1/jobs/fc-00000000000000000000000000", None, key)
     assert status == 404 and body["error"]["code"] == "job.not_found"
+
+
+def test_the_sdk_works_over_plain_http_too(server: dict, home: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.support import servers
+
+    script = ("import apothic\n"
+              "with apothic.Queue.ephemeral() as q:\n"
+              "    q.put_many([1, 2]); print(q.get_many(2))\n"
+              "with apothic.Dict.ephemeral() as d:\n"
+              "    d['k'] = 'v'; print(d['k'])\n")
+    out = subprocess.run([sys.executable, "-c", script], env=servers.env_for(home, APOTHIC_TRANSPORT="http"),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["[1, 2]", "v"]
+
+
+def test_streams_are_refused_over_the_multiplexed_socket(server: dict) -> None:
+    import pytest
+
+    import apothic
+    from apothic import _loop
+    from apothic._client import get_client
+
+    async def ask() -> None:
+        client = await get_client()
+        await client.request("GET", "/v1/jobs/fc-00000000000000000000000000/events")
+
+    with pytest.raises(apothic.exception.Error) as info:
+        _loop.run(ask())
+    assert info.value.code == "request.malformed" and "over HTTP" in info.value.message
