@@ -3,15 +3,18 @@ acks, dead letters and redrive. Items are durable from the moment `put` returns.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import queue as std_queue
 import secrets
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import cloudpickle
+import orjson
 
 from apothic import _wire
 from apothic._client import Client, get_client
@@ -43,6 +46,27 @@ def _params(partition: str | None, **extra: Any) -> dict[str, str]:
     if partition is not None:
         params["partition"] = partition
     return params
+
+
+@dataclass(frozen=True)
+class QueueEvent:
+    """One queue event; `value` is set on put events (and snapshot items)."""
+
+    type: str
+    revision: int
+    id: str | None
+    partition: str | None
+    delivery_count: int
+    value: Any
+    detail: dict[str, Any]
+
+    @classmethod
+    def from_wire(cls, raw: dict[str, Any]) -> QueueEvent:
+        known = {"type", "revision", "id", "partition", "delivery_count", "value"}
+        value = raw.get("value")
+        return cls(raw["type"], raw["revision"], raw.get("id"), raw.get("partition"), raw.get("delivery_count") or 0,
+                   None if value is None else cloudpickle.loads(base64.b64decode(value)),
+                   {k: v for k, v in raw.items() if k not in known})
 
 
 class Claim:
@@ -255,6 +279,32 @@ class Queue:
         await client.json("DELETE", f"/v1/queues/{quote(self.name, safe='')}")
         self._ready = False
 
-    def watch(self, snapshot: bool = False, start_revision: int | None = None) -> Iterator[Any]:
-        raise InvalidError("Queue.watch is not available yet")
+    def watch(self, snapshot: bool = False, start_revision: int | None = None) -> Iterator[QueueEvent]:
+        """The queue's events: with snapshot=True its items first (then one `snapshot_end`),
+        with start_revision every event from there on; then live ones until you stop."""
+        from apothic import _loop
+
+        params: dict[str, str] = {}
+        if snapshot:
+            params["snapshot"] = "1"
+        if start_revision is not None:
+            params["start_revision"] = str(start_revision)
+
+        async def open_stream() -> Any:
+            client, path = await self._client()
+            return await client.open_stream(f"{path}/watch", params)
+
+        async def close(response: Any) -> None:
+            response.close()
+
+        response = _loop.run(open_stream())
+        try:
+            while True:
+                line = _loop.run(response.content.readline())
+                if not line:
+                    return
+                if line.strip():
+                    yield QueueEvent.from_wire(orjson.loads(line))
+        finally:
+            _loop.run(close(response))
 

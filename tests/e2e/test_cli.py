@@ -104,7 +104,7 @@ def test_queue_commands(cli) -> None:
     assert cli("queue", "len", "cli-q").stdout.strip() == "0"
     cli("queue", "delete", "cli-q")
     _one_line_error(cli("queue", "len", "cli-q", expect=None), "queue.not_found")
-    _one_line_error(cli("queue", "watch", "cli-q", expect=None), "invalid_argument")  # said, not faked
+    _one_line_error(cli("queue", "watch", "cli-q", expect=None), "queue.not_found")
 
 
 def test_dict_commands(cli) -> None:

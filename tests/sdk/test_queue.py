@@ -104,3 +104,43 @@ def test_bad_input(server: dict) -> None:
         with pytest.raises(apothic.exception.Error) as info:
             q.put(1, partition="p" * 65)
         assert info.value.code == "request.malformed"
+
+
+def test_watch_snapshot_live_events_and_resume(server: dict) -> None:
+    import threading
+
+    with apothic.Queue.ephemeral() as q:
+        q.put("before")
+        seen: list[apothic.queue.QueueEvent] = []
+
+        def watcher() -> None:
+            for event in q.watch(snapshot=True):
+                seen.append(event)
+                if event.type == "acked":
+                    return
+
+        t = threading.Thread(target=watcher)
+        t.start()
+        deadline = time.monotonic() + 10
+        while not any(e.type == "snapshot_end" for e in seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        q.put("during")
+        assert q.get() == "before"
+        claim = q.claim()
+        claim.ack()
+        t.join(timeout=30)
+        assert [(e.type, e.value) for e in seen] == [
+            ("put", "before"), ("snapshot_end", None), ("put", "during"), ("taken", None), ("claimed", None),
+            ("acked", None)]
+        live = [e.revision for e in seen[2:]]
+        assert live == sorted(live) and len(set(live)) == len(live)
+        resumed = []
+        for event in q.watch(start_revision=seen[3].revision):
+            resumed.append((event.type, event.revision))
+            if len(resumed) == 3:
+                break
+        assert resumed == [(e.type, e.revision) for e in seen[3:6]]
+        with pytest.raises(NotFoundError) as info:  # history is bounded; resuming before it says so
+            q.put_many(list(range(10_050)))
+            next(q.watch(start_revision=1))
+        assert info.value.code == "queue.compacted"

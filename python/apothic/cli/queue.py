@@ -114,6 +114,9 @@ def delete(name: Name) -> None:
 
 @queue_cli.command("watch")
 @handles_errors
-def watch(name: Name) -> None:
-    """Follow a queue's events (not available yet: says so)."""
-    Queue.from_name(name).watch()
+def watch(name: Name, snapshot: Annotated[bool, typer.Option(help="Start with the queued items.")] = False,
+          start_revision: Annotated[int | None, typer.Option(help="Replay from this revision.")] = None) -> None:
+    """Follow a queue's events as they happen (Ctrl-C to stop)."""
+    for event in Queue.from_name(name).watch(snapshot=snapshot, start_revision=start_revision):
+        shown = "" if event.value is None else f" {event.value!r}"
+        console.print(f"{event.revision:>8}  {event.type:<14} {event.id or ''}{shown}", highlight=False)

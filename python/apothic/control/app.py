@@ -38,7 +38,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     await scheduler.restore()
     auth = Auth(store, config.home)
     await auth.bootstrap()
-    queue_service = QueueService(QueueStore(store.db))
+    queue_service = QueueService(QueueStore(store.db), hub)
     await queue_service.restore()
     app[keys.QUEUES] = queue_service
     dict_service = DictService(DictStore(store.db), hub)

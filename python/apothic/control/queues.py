@@ -17,6 +17,8 @@ from typing import Any
 
 from apothic import _ids
 from apothic._bridge.queue import QueueEngine
+from apothic.control.hub import Hub
+from apothic.control.queue_events import RESTART_GAP, EventLog
 from apothic.control.store.queues import QueueStore
 from apothic.exception import InvalidError, LeaseLostError, NotFoundError, QueueEmptyError
 
@@ -73,6 +75,7 @@ class NamedQueue:
     max_deliveries: int
     dead_letter: str | None
     created_at: float
+    events: EventLog
     partitions: dict[str, Partition] = field(default_factory=dict)
     held: dict[int, Held] = field(default_factory=dict)
     settled: OrderedDict[int, str] = field(default_factory=OrderedDict)  # claim id -> how it ended
@@ -97,8 +100,9 @@ class NamedQueue:
 
 
 class QueueService:
-    def __init__(self, store: QueueStore) -> None:
+    def __init__(self, store: QueueStore, hub: Hub) -> None:
         self.store = store
+        self.hub = hub
         self.queues: dict[tuple[str, str], NamedQueue] = {}  # (account, name) -> queue
         self._seq = 0
 
@@ -106,9 +110,11 @@ class QueueService:
         await self.store.open()
         by_id: dict[str, NamedQueue] = {}
         for row in await self.store.queues():
+            saved = int(row.get("revision") or 0)
             q = NamedQueue(id=row["id"], account=row["account"], name=row["name"],
                            max_deliveries=int(row.get("max_deliveries") or 0), dead_letter=row.get("dead_letter"),
-                           created_at=float(row.get("created_at") or 0))
+                           created_at=float(row.get("created_at") or 0),
+                           events=EventLog(self.hub, f"queue:{row['id']}", saved + RESTART_GAP if saved else 0))
             self.queues[(q.account, q.name)] = q
             by_id[q.id] = q
         for row in await self.store.items():
@@ -143,8 +149,9 @@ class QueueService:
             raise InvalidError("max_deliveries must be >= 0 (0: never dead-letter)")
         if max_deliveries and dead_letter is None:
             dead_letter = f"{name}.dlq"
-        q = NamedQueue(id=_ids.new_id("queue"), account=account, name=name, max_deliveries=max_deliveries,
-                       dead_letter=dead_letter, created_at=time.time())
+        queue_id = _ids.new_id("queue")
+        q = NamedQueue(id=queue_id, account=account, name=name, max_deliveries=max_deliveries,
+                       dead_letter=dead_letter, created_at=time.time(), events=EventLog(self.hub, f"queue:{queue_id}"))
         await self.store.create_queue(q.record())
         self.queues[(account, name)] = q
         return q
@@ -173,6 +180,7 @@ class QueueService:
         part = q.partition(partition)
         for item in items:
             part.items[part.engine.put(item.key.encode())] = item
+            q.events.emit("put", item.key, partition, 0, item.payload)
         part.wake(len(items))
         return [i.key for i in items]
 
@@ -188,6 +196,9 @@ class QueueService:
             taken = self._take(q, part, partition, n, lease_s, consumer)
             if taken:
                 await self.store.count_deliveries({item.key: item.deliveries for _, item, _ in taken})
+                for claim_id, item, expires in taken:
+                    q.events.emit("claimed", item.key, partition, item.deliveries, claim_id=claim_id,
+                                  lease_expires_at=expires, consumer=consumer)
                 return taken
             left = deadline - time.monotonic()
             if left <= 0:
@@ -250,6 +261,7 @@ class QueueService:
         part.items.pop(held.item_id, None)
         self._settle(q, claim_id, "acked")
         await self.store.delete_items([held.item.key])
+        q.events.emit("acked", held.item.key, held.partition, held.item.deliveries, claim_id=claim_id)
 
     async def take(self, q: NamedQueue, partition: str, *, n: int, timeout: float) -> list[Item]:
         """Claim and ack in one step (Modal's get)."""
@@ -266,6 +278,8 @@ class QueueService:
                 items.append(part.items.pop(claim.item_id))
             if items:
                 await self.store.delete_items([i.key for i in items])
+                for item in items:
+                    q.events.emit("taken", item.key, partition, item.deliveries)
                 return items
             left = deadline - time.monotonic()
             if left <= 0:
@@ -311,6 +325,7 @@ class QueueService:
         self._settle(q, claim_id, outcome)
         held.item.history.append(attempt)
         self.store.note_attempt_nowait(held.item.key, attempt)
+        q.events.emit(outcome, held.item.key, held.partition, held.item.deliveries, claim_id=claim_id, error=error)
         part.wake()
         return "queue"
 
@@ -342,6 +357,7 @@ class QueueService:
             attempt = self._attempt(held, claim_id, "expired")
             held.item.history.append(attempt)
             self._settle(q, claim_id, "expired")
+            q.events.emit("expired", held.item.key, held.partition, held.item.deliveries, claim_id=claim_id)
             if e.dead_lettered:
                 part.items.pop(held.item_id, None)
                 dead.append(held.item)
@@ -357,6 +373,8 @@ class QueueService:
             return
         dlq = await self.ensure(q.account, q.dead_letter, create=True)
         await self._move(items, dlq)
+        for item in items:
+            q.events.emit("dead_lettered", item.key, item.partition, item.deliveries, to=dlq.name)
 
     async def _move(self, items: list[Item], target: NamedQueue, *, reset: bool = False) -> None:
         moves = []
@@ -372,6 +390,8 @@ class QueueService:
         for item in items:
             item.partition = DEFAULT_PARTITION
             part.items[part.engine.restore(item.key.encode(), item.deliveries)] = item
+            target.events.emit("put", item.key, DEFAULT_PARTITION, item.deliveries, item.payload,
+                               history=item.history)
         part.wake(len(items))
 
     async def redrive(self, q: NamedQueue, target_name: str) -> int:
@@ -389,10 +409,15 @@ class QueueService:
                 items.append(part.items.pop(claim.item_id))
         if items:
             await self._move(items, target, reset=True)
+            for item in items:
+                q.events.emit("redriven", item.key, DEFAULT_PARTITION, item.deliveries, to=target.name)
         return len(items)
 
     def tick(self) -> None:
         for q in list(self.queues.values()):
+            if q.events.revision != q.events.saved_revision:
+                q.events.saved_revision = q.events.revision
+                self.store.save_revision_nowait(q.id, q.events.revision)
             if q.held:
                 for part in list(q.partitions.values()):
                     if part.engine.in_flight():

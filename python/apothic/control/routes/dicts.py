@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from apothic.control import keys
 from apothic.control.dicts import NamedDict, watch_event, wire_entry
 from apothic.control.middlewares import account_of
 from apothic.control.routes._body import field, json_body, json_response
+from apothic.control.routes.streams import replay_then_follow
 from apothic.exception import MalformedRequestError
 
 routes = web.RouteTableDef()
@@ -198,11 +197,10 @@ async def watch_dict(request: web.Request) -> web.StreamResponse:
     snapshot = request.query.get("snapshot") in ("1", "true")
     start = request.query.get("start_revision")
     topic = f"dict:{d.id}"
-    response: web.StreamResponse | None = None
     live = hub.subscribe(topic)
     try:
         await service.settled(d)
-        durable = d.durable_revision
+        durable = last = d.durable_revision
         if snapshot:
             first = [watch_event(e.mod_revision, k, e, snapshot=True) for k, e in d.engine.range(prefix)]
             first.append({"revision": durable, "type": "snapshot_end", "key": None, "entry": None})
@@ -213,25 +211,11 @@ async def watch_dict(request: web.Request) -> web.StreamResponse:
                 raise MalformedRequestError("start_revision must be an integer") from None
             first = [watch_event(rev, k, e) for rev, _, k, e in d.engine.events_since(max(0, after), prefix)
                      if rev <= durable]
+            last = max(durable, after)
         else:
             first = []
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        for event in first:
-            await response.write(orjson.dumps(event) + b"\n")
-        last = durable
-        while True:
-            try:
-                event = await asyncio.wait_for(live.get(), 15.0)
-            except TimeoutError:
-                await response.write(b"\n")
-                continue
-            if event["revision"] <= last or not base64.b64decode(event["key"]).startswith(prefix):
-                continue
-            last = event["revision"]
-            await response.write(orjson.dumps(event) + b"\n")
-    except (ConnectionResetError, asyncio.CancelledError):
-        return response or web.Response()
+        return await replay_then_follow(request, live, first, last,
+                                        keep=lambda e: base64.b64decode(e["key"]).startswith(prefix))
     finally:
         hub.unsubscribe(topic, live)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from aiohttp import web
 
 from apothic import _wire
@@ -9,6 +11,7 @@ from apothic.control import keys
 from apothic.control.middlewares import account_of
 from apothic.control.queues import DEFAULT_PARTITION, Item, NamedQueue
 from apothic.control.routes._body import field, float_param, json_body, json_response
+from apothic.control.routes.streams import replay_then_follow
 from apothic.exception import MalformedRequestError
 
 routes = web.RouteTableDef()
@@ -183,3 +186,31 @@ async def redrive_queue(request: web.Request) -> web.Response:
     body = await json_body(request)
     moved = await request.app[keys.QUEUES].redrive(_queue(request), field(body, "to", str))
     return json_response({"moved": moved})
+
+
+@routes.get("/v1/queues/{queue}/watch")
+async def watch_queue(request: web.Request) -> web.StreamResponse:
+    """NDJSON queue events (put, claimed, acked, taken, released, failed, expired, dead_lettered,
+    redriven), each with the queue's revision: with `snapshot=1` the queued items first and a
+    `snapshot_end` marker; with `start_revision=R` every event from R on (or `queue.compacted`)."""
+    q = _queue(request)
+    hub = request.app[keys.HUB]
+    topic = q.events.topic
+    live = hub.subscribe(topic)
+    try:
+        last = q.events.revision
+        if request.query.get("snapshot") in ("1", "true"):
+            items = request.app[keys.QUEUES].peek(q, None, 1_000_000)
+            first = [{"revision": last, "type": "put", "id": i.key, "partition": i.partition,
+                      "delivery_count": i.deliveries, "value": base64.b64encode(i.payload).decode(), "snapshot": True}
+                     for i in items]
+            first.append({"revision": last, "type": "snapshot_end", "id": None})
+        elif "start_revision" in request.query:
+            after = _int_param(request, "start_revision", 1, 1, 1 << 62) - 1
+            first = q.events.since(after)
+            last = max(last, after)
+        else:
+            first = []
+        return await replay_then_follow(request, live, first, last)
+    finally:
+        hub.unsubscribe(topic, live)

@@ -26,7 +26,7 @@ from apothic.exception import Error
 routes = web.RouteTableDef()
 log = logging.getLogger("apothic.rpc")
 
-_STREAMING = {"job_events", "app_logs", "watch_dict", "worker_session", "rpc_session"}
+_STREAMING = {"job_events", "app_logs", "watch_dict", "watch_queue", "worker_session", "rpc_session"}
 
 
 class RpcRequest(dict[str, Any]):

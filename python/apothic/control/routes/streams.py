@@ -56,3 +56,32 @@ async def follow(
         return response
     finally:
         hub.unsubscribe(topic, queue)
+
+
+async def replay_then_follow(
+    request: web.Request,
+    live: asyncio.Queue[dict[str, Any]],
+    first: list[dict[str, Any]],
+    last: int,
+    keep: Callable[[dict[str, Any]], bool] = lambda _: True,
+) -> web.StreamResponse:
+    """Writes `first` (a snapshot or the history asked for), then every live event above
+    revision `last` that `keep` accepts. The caller subscribed `live` before it read `first`,
+    so nothing falls between the two."""
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    try:
+        for event in first:
+            await response.write(orjson.dumps(event) + b"\n")
+        while True:
+            try:
+                event = await asyncio.wait_for(live.get(), _KEEPALIVE_S)
+            except TimeoutError:
+                await response.write(b"\n")
+                continue
+            if event["revision"] <= last or not keep(event):
+                continue
+            last = event["revision"]
+            await response.write(orjson.dumps(event) + b"\n")
+    except (ConnectionResetError, asyncio.CancelledError):
+        return response

@@ -71,6 +71,10 @@ class QueueStore:
             {"moves": moves},
         )
 
+    def save_revision_nowait(self, queue_id: str, revision: int) -> None:
+        self.db.write_nowait("UPDATE type::thing('queue', $id) SET revision = $rev RETURN NONE",
+                             {"id": queue_id, "rev": revision})
+
     async def clear(self, queue_id: str, partition: str | None) -> None:
         if partition is None:
             await self.db.write("DELETE queue_item WHERE queue = $id", {"id": queue_id})
