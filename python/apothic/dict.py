@@ -13,8 +13,8 @@ from typing import Any
 from urllib.parse import quote
 
 import cloudpickle
-import orjson
 
+from apothic import _loop, _stream
 from apothic._client import Client, get_client
 from apothic._utils.dual import dual
 from apothic.exception import InvalidError, SerializationError
@@ -167,8 +167,6 @@ class Election:
 
     def campaign(self, value: Any, *, ttl: float = 10, timeout: float | None = None) -> Election:
         """Blocks until this candidate leads (or raises TimeoutError); then keeps its lease alive."""
-        from apothic import _loop
-
         async def go() -> dict[str, Any]:
             import time
 
@@ -198,15 +196,11 @@ class Election:
 
     def proclaim(self, value: Any) -> None:
         """Changes the leader's value; refused (ConflictError) unless this candidate leads."""
-        from apothic import _loop
-
         if self.revision is None:
             raise InvalidError("proclaim needs a won campaign")
         _loop.run(self._dict._call(self._path("proclaim"), {"revision": self.revision, "value": _b64(_dump(value))}))
 
     def resign(self) -> None:
-        from apothic import _loop
-
         self._stop.set()
         if self._keeper is not None:
             self._keeper.join()
@@ -232,8 +226,6 @@ class Election:
 
     def observe(self) -> Iterator[Any]:
         """The leader's value now (if any) and every time it changes; runs until you stop."""
-        from apothic import _loop
-
         seen = [0, 0]
         while True:
             found = _loop.run(self._leader(seen, 50.0))
@@ -407,8 +399,6 @@ class Dict:
         return DictLock(self, name, ttl, timeout)
 
     def _acquire(self, name: str, ttl: float, timeout: float | None) -> tuple[int, int]:
-        from apothic import _loop
-
         async def go() -> tuple[int, int]:
             import time
 
@@ -427,8 +417,6 @@ class Dict:
         return _loop.run(go())
 
     def _release(self, name: str, fence: int) -> None:
-        from apothic import _loop
-
         _loop.run(self._call(f"locks/{quote(name, safe='')}/release", {"fence": fence}))
 
     def election(self, name: str) -> Election:
@@ -441,7 +429,6 @@ class Dict:
         """Changes to keys under `prefix` (a string; None: every key): with snapshot=True the
         current entries first (then one `snapshot_end` event), with start_revision every change
         from that revision on, then live changes. Runs until the caller stops iterating."""
-        from apothic import _loop
 
         params = {"prefix": "" if prefix is None else _b64(encode_key(prefix))}
         if snapshot:
@@ -453,16 +440,5 @@ class Dict:
             client, path = await self._client()
             return await client.open_stream(f"{path}/watch", params)
 
-        async def close(response: Any) -> None:
-            response.close()
-
-        response = _loop.run(open_stream())
-        try:
-            while True:
-                line = _loop.run(response.content.readline())
-                if not line:
-                    return
-                if line.strip():
-                    yield DictEvent.from_wire(orjson.loads(line))
-        finally:
-            _loop.run(close(response))
+        for raw in _stream.follow(open_stream):
+            yield DictEvent.from_wire(raw)

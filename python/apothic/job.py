@@ -7,9 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from apothic import _ids, _loop
+from apothic import _ids, _stream
 from apothic._client import get_client
 from apothic._utils.dual import dual
 from apothic.exception import Error, InvalidError, NotFoundError, TimeoutError
@@ -96,22 +94,10 @@ class Job:
 
     def events(self, after: int = 0, follow: bool = True) -> Iterator[JobEvent]:
         """Yields the events so far, then live ones until the job ends."""
-        response = _loop.run(self._open_events(after, follow))
-        try:
-            while True:
-                line = _loop.run(response.content.readline())
-                if not line:
-                    return
-                if line.strip():
-                    yield JobEvent.from_wire(orjson.loads(line))
-        finally:
-            _loop.run(_close(response))
+        for raw in _stream.follow(lambda: self._open_events(after, follow)):
+            yield JobEvent.from_wire(raw)
 
     async def _open_events(self, after: int, follow: bool) -> Any:
         client = await get_client()
         params = {"after": str(after), "follow": "1" if follow else "0"}
         return await client.open_stream(f"/v1/jobs/{self.object_id}/events", params)
-
-
-async def _close(response: Any) -> None:
-    response.close()

@@ -14,9 +14,8 @@ from typing import Any
 from urllib.parse import quote
 
 import cloudpickle
-import orjson
 
-from apothic import _wire
+from apothic import _stream, _wire
 from apothic._client import Client, get_client
 from apothic._utils.dual import dual
 from apothic.exception import Error, InvalidError, SerializationError
@@ -282,7 +281,6 @@ class Queue:
     def watch(self, snapshot: bool = False, start_revision: int | None = None) -> Iterator[QueueEvent]:
         """The queue's events: with snapshot=True its items first (then one `snapshot_end`),
         with start_revision every event from there on; then live ones until you stop."""
-        from apothic import _loop
 
         params: dict[str, str] = {}
         if snapshot:
@@ -294,17 +292,6 @@ class Queue:
             client, path = await self._client()
             return await client.open_stream(f"{path}/watch", params)
 
-        async def close(response: Any) -> None:
-            response.close()
-
-        response = _loop.run(open_stream())
-        try:
-            while True:
-                line = _loop.run(response.content.readline())
-                if not line:
-                    return
-                if line.strip():
-                    yield QueueEvent.from_wire(orjson.loads(line))
-        finally:
-            _loop.run(close(response))
+        for raw in _stream.follow(open_stream):
+            yield QueueEvent.from_wire(raw)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,21 +193,30 @@ class DictService:
         if not 0 < ttl_s <= MAX_TTL_S:
             raise InvalidError(f"a lock TTL is between 0 and {MAX_TTL_S} seconds")
         fence, lease, acquired, _ = (await self._commit(d, d.engine.lock(name, owner, int(ttl_s * 1000)))).value
+        if not acquired and not await self._wait_first(d, lease, ttl_s, timeout,
+                                                       lambda: d.engine.lock_standing(name, fence)[0]):
+            await self._commit(d, d.engine.unlock(name, fence))
+            shown = name.decode(errors="replace")
+            raise exception.TimeoutError(f"lock {shown!r} was not free within {timeout:g} s", code="lock.timeout")
+        return fence, lease
+
+    async def _wait_first(self, d: NamedDict, lease: int, ttl_s: float, timeout: float,
+                          first: Callable[[], bool]) -> bool:
+        """Waits until `first()` (this request heads its line), re-checking after every change
+        and keeping the waiting request's lease alive; False when the timeout passes first."""
         deadline = time.monotonic() + timeout
-        while not acquired:
+        while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                await self._commit(d, d.engine.unlock(name, fence))
-                shown = name.decode(errors="replace")
-                raise exception.TimeoutError(f"lock {shown!r} was not free within {timeout:g} s", code="lock.timeout")
+                return False
             changed = d.changed
             try:
                 await asyncio.wait_for(changed.wait(), min(left, ttl_s / 3))
             except TimeoutError:
                 pass
             d.engine.keepalive(lease)
-            acquired, _ = d.engine.lock_standing(name, fence)
-        return fence, lease
+            if first():
+                return True
 
     async def campaign(self, d: NamedDict, name: bytes, candidate: bytes, value: bytes, ttl_s: float,
                        timeout: float) -> tuple[int, int]:
@@ -214,20 +224,11 @@ class DictService:
         (candidacy revision, lease). While the caller waits here its lease is kept alive."""
         lease = await self.grant(d, ttl_s)
         revision, leading, _ = (await self._commit(d, d.engine.campaign(name, candidate, value, lease))).value
-        deadline = time.monotonic() + timeout
-        while not leading:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                await self._commit(d, d.engine.revoke(lease))
-                raise exception.TimeoutError(f"did not win election {name.decode(errors='replace')!r} "
-                                             f"within {timeout:g} s", code="election.timeout")
-            changed = d.changed
-            try:
-                await asyncio.wait_for(changed.wait(), min(left, ttl_s / 3))
-            except TimeoutError:
-                pass
-            d.engine.keepalive(lease)
-            leading, _ = d.engine.candidacy_standing(name, revision)
+        if not leading and not await self._wait_first(d, lease, ttl_s, timeout,
+                                                      lambda: d.engine.candidacy_standing(name, revision)[0]):
+            await self._commit(d, d.engine.revoke(lease))
+            raise exception.TimeoutError(f"did not win election {name.decode(errors='replace')!r} "
+                                         f"within {timeout:g} s", code="election.timeout")
         return revision, lease
 
     async def proclaim(self, d: NamedDict, name: bytes, revision: int, value: bytes) -> None:

@@ -200,20 +200,23 @@ class QueueService:
                     q.events.emit("claimed", item.key, partition, item.deliveries, claim_id=claim_id,
                                   lease_expires_at=expires, consumer=consumer)
                 return taken
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise QueueEmptyError(f"queue {q.name!r} had no visible item within {timeout:g} s")
-            waiter = asyncio.get_running_loop().create_future()
-            part.waiters.append(waiter)
-            # Delayed and expiring items become visible without a put: look again by then.
-            next_due = part.engine.next_deadline_in_ms()
-            wait = left if next_due is None else min(left, next_due / 1000 + 0.001)
-            try:
-                await asyncio.wait_for(waiter, wait)
-            except TimeoutError:
-                pass
-            if (q.account, q.name) not in self.queues:
-                raise NotFoundError(f"queue {q.name!r} was deleted", code="queue.not_found")
+            await self._wait_visible(q, part, deadline, timeout)
+
+    async def _wait_visible(self, q: NamedQueue, part: Partition, deadline: float, timeout: float) -> None:
+        """Waits for a put (getters are woken in arrival order), or until a delayed or leased
+        item may have become visible; queue.Empty once the deadline passes."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise QueueEmptyError(f"queue {q.name!r} had no visible item within {timeout:g} s")
+        waiter = asyncio.get_running_loop().create_future()
+        part.waiters.append(waiter)
+        next_due = part.engine.next_deadline_in_ms()
+        try:
+            await asyncio.wait_for(waiter, left if next_due is None else min(left, next_due / 1000 + 0.001))
+        except TimeoutError:
+            pass
+        if (q.account, q.name) not in self.queues:
+            raise NotFoundError(f"queue {q.name!r} was deleted", code="queue.not_found")
 
     def _take(self, q: NamedQueue, part: Partition, partition: str, n: int, lease_s: float,
               consumer: str | None) -> list[tuple[int, Item, float]]:
@@ -248,18 +251,24 @@ class QueueService:
         return {"claim_id": claim_id, "consumer": held.consumer, "claimed_at": held.claimed_at,
                 "ended_at": time.time(), "outcome": outcome, "error": error}
 
-    async def ack(self, q: NamedQueue, claim_id: int) -> None:
-        if q.settled.get(claim_id) == "acked":
-            return  # a repeated ack of the same claim is fine (Q7)
+    def _remove_held(self, q: NamedQueue, claim_id: int, how: str) -> Held:
+        """Takes a claimed item out of its partition for good (ack, reject); LeaseLost if the
+        claim expired first."""
         held = self._held(q, claim_id)
         part = q.partition(held.partition)
         try:
             part.engine.ack(held.engine_claim)
         except LeaseLostError:
             self._settle(q, claim_id, "expired")
-            raise LeaseLostError(f"claim {claim_id} expired before its ack") from None
+            raise LeaseLostError(f"claim {claim_id} expired before it was {how}") from None
         part.items.pop(held.item_id, None)
-        self._settle(q, claim_id, "acked")
+        self._settle(q, claim_id, how)
+        return held
+
+    async def ack(self, q: NamedQueue, claim_id: int) -> None:
+        if q.settled.get(claim_id) == "acked":
+            return  # a repeated ack of the same claim is fine (Q7)
+        held = self._remove_held(q, claim_id, "acked")
         await self.store.delete_items([held.item.key])
         q.events.emit("acked", held.item.key, held.partition, held.item.deliveries, claim_id=claim_id)
 
@@ -281,16 +290,7 @@ class QueueService:
                 for item in items:
                     q.events.emit("taken", item.key, partition, item.deliveries)
                 return items
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise QueueEmptyError(f"queue {q.name!r} had no visible item within {timeout:g} s")
-            waiter = asyncio.get_running_loop().create_future()
-            part.waiters.append(waiter)
-            next_due = part.engine.next_deadline_in_ms()
-            try:
-                await asyncio.wait_for(waiter, left if next_due is None else min(left, next_due / 1000 + 0.001))
-            except TimeoutError:
-                pass
+            await self._wait_visible(q, part, deadline, timeout)
 
     def renew(self, q: NamedQueue, claim_id: int, lease_s: float) -> float:
         if not 0 < lease_s <= MAX_LEASE_S:
@@ -331,15 +331,7 @@ class QueueService:
 
     async def reject(self, q: NamedQueue, claim_id: int, reason: str) -> None:
         """Dead-letters at once, whatever the count (Q12)."""
-        held = self._held(q, claim_id)
-        part = q.partition(held.partition)
-        try:
-            part.engine.ack(held.engine_claim)
-        except LeaseLostError:
-            self._settle(q, claim_id, "expired")
-            raise LeaseLostError(f"claim {claim_id} expired before it was rejected") from None
-        part.items.pop(held.item_id, None)
-        self._settle(q, claim_id, "rejected")
+        held = self._remove_held(q, claim_id, "rejected")
         held.item.history.append(self._attempt(held, claim_id, "rejected", reason))
         await self._dead_letter(q, [held.item])
 

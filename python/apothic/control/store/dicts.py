@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from apothic._bridge.dict import Change
+from apothic.control.store._rows import plain_rows
 from apothic.control.store.db import Database
 
 _SCHEMA = """
@@ -13,16 +14,6 @@ DEFINE INDEX IF NOT EXISTS dict_entry_dict ON dict_entry FIELDS dict;
 DEFINE INDEX IF NOT EXISTS dict_lease_dict ON dict_lease FIELDS dict;
 """
 
-
-def _plain(rows: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    out = []
-    for row in rows or []:
-        row = dict(row)
-        rid = row.get("id")
-        if rid is not None and not isinstance(rid, str):
-            row["id"] = str(rid.id)
-        out.append(row)
-    return out
 
 
 class DictStore:
@@ -33,13 +24,13 @@ class DictStore:
         await self.db.query(_SCHEMA)
 
     async def dicts(self) -> list[dict[str, Any]]:
-        return _plain((await self.db.query("SELECT * FROM dict"))[0])
+        return plain_rows((await self.db.query("SELECT * FROM dict"))[0])
 
     async def entries(self) -> list[dict[str, Any]]:
-        return _plain((await self.db.query("SELECT * FROM dict_entry"))[0])
+        return plain_rows((await self.db.query("SELECT * FROM dict_entry"))[0])
 
     async def leases(self) -> list[dict[str, Any]]:
-        return _plain((await self.db.query("SELECT * FROM dict_lease"))[0])
+        return plain_rows((await self.db.query("SELECT * FROM dict_lease"))[0])
 
     async def create(self, record: dict[str, Any]) -> None:
         await self.db.write("CREATE type::thing('dict', $d.id) CONTENT $d RETURN NONE", {"d": record})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from apothic.control.store._rows import plain_rows
 from apothic.control.store.db import Database
 
 _SCHEMA = """
@@ -12,16 +13,6 @@ DEFINE INDEX IF NOT EXISTS queue_name ON queue FIELDS account, name UNIQUE;
 DEFINE INDEX IF NOT EXISTS queue_item_queue ON queue_item FIELDS queue;
 """
 
-
-def _plain(rows: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    out = []
-    for row in rows or []:
-        row = dict(row)
-        rid = row.get("id")
-        if rid is not None and not isinstance(rid, str):
-            row["id"] = str(rid.id)
-        out.append(row)
-    return out
 
 
 class QueueStore:
@@ -32,10 +23,10 @@ class QueueStore:
         await self.db.query(_SCHEMA)
 
     async def queues(self) -> list[dict[str, Any]]:
-        return _plain((await self.db.query("SELECT * FROM queue"))[0])
+        return plain_rows((await self.db.query("SELECT * FROM queue"))[0])
 
     async def items(self) -> list[dict[str, Any]]:
-        return _plain((await self.db.query("SELECT * FROM queue_item ORDER BY seq"))[0])
+        return plain_rows((await self.db.query("SELECT * FROM queue_item ORDER BY seq"))[0])
 
     async def create_queue(self, record: dict[str, Any]) -> None:
         await self.db.write("CREATE type::thing('queue', $q.id) CONTENT $q RETURN NONE", {"q": record})

@@ -7,6 +7,7 @@ from typing import Any
 
 from surrealdb import RecordID
 
+from apothic.control.store._rows import plain
 from apothic.control.store.db import Database
 from apothic.job import TERMINAL
 
@@ -20,15 +21,6 @@ DEFINE INDEX IF NOT EXISTS app_name ON app FIELDS account, name;
 DEFINE INDEX IF NOT EXISTS function_app ON func FIELDS app;
 """
 
-
-
-def _row(record: dict[str, Any]) -> dict[str, Any]:
-    """Replaces SurrealDB's RecordID with our plain id string."""
-    out = dict(record)
-    rid = out.get("id")
-    if rid is not None and not isinstance(rid, str):
-        out["id"] = str(rid.id)
-    return out
 
 
 class Store:
@@ -45,7 +37,7 @@ class Store:
     async def _select(self, sql: str, variables: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         results = await self.db.query(sql, variables)
         rows = results[-1] if results else []
-        return [_row(r) for r in rows or []]
+        return [plain(r) for r in rows or []]
 
     async def _get(self, table: str, key: str) -> dict[str, Any] | None:
         rows = await self._select(f"SELECT * FROM type::thing('{table}', $key)", {"key": key})
