@@ -27,3 +27,13 @@ def follow(open_stream: Callable[[], Awaitable[Any]]) -> Iterator[dict[str, Any]
                 yield orjson.loads(line)
     finally:
         _loop.run(_close(response))
+
+
+def watch_params(snapshot: bool, start_revision: int | None, **extra: str) -> dict[str, str]:
+    """The query of a watch: a snapshot first, or a replay from a revision."""
+    params = dict(extra)
+    if snapshot:
+        params["snapshot"] = "1"
+    if start_revision is not None:
+        params["start_revision"] = str(start_revision)
+    return params

@@ -429,12 +429,8 @@ class Dict:
         """Changes to keys under `prefix` (a string; None: every key): with snapshot=True the
         current entries first (then one `snapshot_end` event), with start_revision every change
         from that revision on, then live changes. Runs until the caller stops iterating."""
-
-        params = {"prefix": "" if prefix is None else _b64(encode_key(prefix))}
-        if snapshot:
-            params["snapshot"] = "1"
-        if start_revision is not None:
-            params["start_revision"] = str(start_revision)
+        params = _stream.watch_params(snapshot, start_revision,
+                                      prefix="" if prefix is None else _b64(encode_key(prefix)))
 
         async def open_stream() -> Any:
             client, path = await self._client()

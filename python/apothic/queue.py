@@ -281,12 +281,7 @@ class Queue:
     def watch(self, snapshot: bool = False, start_revision: int | None = None) -> Iterator[QueueEvent]:
         """The queue's events: with snapshot=True its items first (then one `snapshot_end`),
         with start_revision every event from there on; then live ones until you stop."""
-
-        params: dict[str, str] = {}
-        if snapshot:
-            params["snapshot"] = "1"
-        if start_revision is not None:
-            params["start_revision"] = str(start_revision)
+        params = _stream.watch_params(snapshot, start_revision)
 
         async def open_stream() -> Any:
             client, path = await self._client()

@@ -218,6 +218,18 @@ class QueueService:
         if (q.account, q.name) not in self.queues:
             raise NotFoundError(f"queue {q.name!r} was deleted", code="queue.not_found")
 
+    def _pop_visible(self, q: NamedQueue, part: Partition, n: int) -> list[Item]:
+        """Removes up to n visible items, in order (a claim and an ack in one step each)."""
+        items = []
+        while len(items) < n:
+            claim, expired = part.engine.claim(60_000)
+            self._expired(q, part, expired)
+            if claim is None:
+                break
+            part.engine.ack(claim.claim_id)
+            items.append(part.items.pop(claim.item_id))
+        return items
+
     def _take(self, q: NamedQueue, part: Partition, partition: str, n: int, lease_s: float,
               consumer: str | None) -> list[tuple[int, Item, float]]:
         taken = []
@@ -277,14 +289,7 @@ class QueueService:
         part = q.partition(partition)
         deadline = time.monotonic() + timeout
         while True:
-            items = []
-            for _ in range(n):
-                claim, expired = part.engine.claim(60_000)
-                self._expired(q, part, expired)
-                if claim is None:
-                    break
-                part.engine.ack(claim.claim_id)
-                items.append(part.items.pop(claim.item_id))
+            items = self._pop_visible(q, part, n)
             if items:
                 await self.store.delete_items([i.key for i in items])
                 for item in items:
@@ -390,15 +395,7 @@ class QueueService:
         """Moves every visible item of this (dead-letter) queue to `target_name`, history kept and
         delivery count reset (Q14)."""
         target = self.find(q.account, target_name)
-        items = []
-        for part in q.partitions.values():
-            while True:
-                claim, expired = part.engine.claim(60_000)
-                self._expired(q, part, expired)
-                if claim is None:
-                    break
-                part.engine.ack(claim.claim_id)
-                items.append(part.items.pop(claim.item_id))
+        items = [i for part in q.partitions.values() for i in self._pop_visible(q, part, 1 << 62)]
         if items:
             await self._move(items, target, reset=True)
             for item in items:
