@@ -109,6 +109,13 @@ class NoAppError(InvalidError):
     code = "app.not_found_in_file"
 
 
+class ProviderError(Error):
+    """A capacity provider (Vast.ai, Fly) could not be reached or refused a request."""
+
+    code = "provider.unavailable"
+    http_status = 503
+
+
 _CLASSES: list[type[Error]] = [
     Error,
     InvalidError,
@@ -128,6 +135,7 @@ _CLASSES: list[type[Error]] = [
     QueueEmptyError,
     ShutdownError,
     NoAppError,
+    ProviderError,
 ]
 
 # Codes that have no class of their own map onto the nearest class.
@@ -150,6 +158,7 @@ _EXTRA_CODES: dict[str, type[Error]] = {
     "lock.not_held": ConflictError,
     "election.not_leader": ConflictError,
     "placement.no_match": InvalidError,
+    "provider.rejected": ProviderError,
 }
 
 CODE_TO_CLASS: dict[str, type[Error]] = {cls.code: cls for cls in _CLASSES} | _EXTRA_CODES
@@ -192,6 +201,8 @@ _EXIT_CODES: dict[str, int] = {
     "lock.not_held": 21,
     "election.not_leader": 21,
     "placement.no_match": 25,
+    "provider.unavailable": 26,
+    "provider.rejected": 26,
 }
 
 

@@ -13,10 +13,12 @@ pub enum ErrorCode {
     DictCompacted,
     LockNotHeld,
     ElectionNotLeader,
+    ProviderUnavailable,
+    ProviderRejected,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::NotFound,
         ErrorCode::InvalidArgument,
         ErrorCode::QueueEmpty,
@@ -29,6 +31,8 @@ impl ErrorCode {
         ErrorCode::DictCompacted,
         ErrorCode::LockNotHeld,
         ErrorCode::ElectionNotLeader,
+        ErrorCode::ProviderUnavailable,
+        ErrorCode::ProviderRejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +49,8 @@ impl ErrorCode {
             ErrorCode::DictCompacted => "dict.compacted",
             ErrorCode::LockNotHeld => "lock.not_held",
             ErrorCode::ElectionNotLeader => "election.not_leader",
+            ErrorCode::ProviderUnavailable => "provider.unavailable",
+            ErrorCode::ProviderRejected => "provider.rejected",
         }
     }
 }
