@@ -18,6 +18,7 @@ PREFIXES: dict[str, str] = {
     "queue": "qu",
     "queue_item": "qi",
     "dict": "di",
+    "sandbox": "sb",
 }
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

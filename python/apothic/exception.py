@@ -109,6 +109,38 @@ class NoAppError(InvalidError):
     code = "app.not_found_in_file"
 
 
+class SandboxTerminatedError(Error):
+    """The sandbox has ended (terminated, timed out, its command exited or its worker was lost)."""
+
+    code = "sandbox.terminated"
+    http_status = 409
+
+
+class SandboxTimeoutError(TimeoutError):
+    code = "sandbox.timeout"
+
+
+class ExecTimeoutError(TimeoutError):
+    code = "sandbox.exec_timeout"
+
+
+class SandboxFilesystemError(Error):
+    code = "sandbox.filesystem_error"
+    http_status = 400
+
+
+class SandboxFilesystemNotFoundError(SandboxFilesystemError):
+    code = "sandbox.file_not_found"
+    http_status = 404
+
+
+class SandboxPathEscapeError(SandboxFilesystemError):
+    """A path that would leave the sandbox's root (`..`, or a symlink pointing out)."""
+
+    code = "sandbox.path_escape"
+    http_status = 403
+
+
 class ProviderError(Error):
     """A capacity provider (Vast.ai, Fly) could not be reached or refused a request."""
 
@@ -135,6 +167,12 @@ _CLASSES: list[type[Error]] = [
     QueueEmptyError,
     ShutdownError,
     NoAppError,
+    SandboxTerminatedError,
+    SandboxTimeoutError,
+    ExecTimeoutError,
+    SandboxFilesystemError,
+    SandboxFilesystemNotFoundError,
+    SandboxPathEscapeError,
     ProviderError,
 ]
 
@@ -158,6 +196,12 @@ _EXTRA_CODES: dict[str, type[Error]] = {
     "lock.not_held": ConflictError,
     "election.not_leader": ConflictError,
     "placement.no_match": InvalidError,
+    "sandbox.not_found": NotFoundError,
+    "sandbox.process_not_found": NotFoundError,
+    "sandbox.session_not_found": NotFoundError,
+    "sandbox.name_taken": ConflictError,
+    "sandbox.no_worker": TimeoutError,
+    "sandbox.file_too_large": InvalidError,
     "provider.rejected": ProviderError,
 }
 
@@ -201,6 +245,18 @@ _EXIT_CODES: dict[str, int] = {
     "lock.not_held": 21,
     "election.not_leader": 21,
     "placement.no_match": 25,
+    "sandbox.not_found": 13,
+    "sandbox.process_not_found": 13,
+    "sandbox.session_not_found": 13,
+    "sandbox.file_not_found": 13,
+    "sandbox.name_taken": 21,
+    "sandbox.timeout": 18,
+    "sandbox.exec_timeout": 18,
+    "sandbox.no_worker": 18,
+    "sandbox.file_too_large": 11,
+    "sandbox.terminated": 40,
+    "sandbox.path_escape": 41,
+    "sandbox.filesystem_error": 42,
     "provider.unavailable": 26,
     "provider.rejected": 26,
 }

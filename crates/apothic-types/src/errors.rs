@@ -15,10 +15,22 @@ pub enum ErrorCode {
     ElectionNotLeader,
     ProviderUnavailable,
     ProviderRejected,
+    SandboxNotFound,
+    SandboxTerminated,
+    SandboxTimeout,
+    SandboxExecTimeout,
+    SandboxPathEscape,
+    SandboxFileNotFound,
+    SandboxFilesystemError,
+    SandboxFileTooLarge,
+    SandboxSessionNotFound,
+    SandboxProcessNotFound,
+    SandboxNameTaken,
+    SandboxNoWorker,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::NotFound,
         ErrorCode::InvalidArgument,
         ErrorCode::QueueEmpty,
@@ -33,6 +45,18 @@ impl ErrorCode {
         ErrorCode::ElectionNotLeader,
         ErrorCode::ProviderUnavailable,
         ErrorCode::ProviderRejected,
+        ErrorCode::SandboxNotFound,
+        ErrorCode::SandboxTerminated,
+        ErrorCode::SandboxTimeout,
+        ErrorCode::SandboxExecTimeout,
+        ErrorCode::SandboxPathEscape,
+        ErrorCode::SandboxFileNotFound,
+        ErrorCode::SandboxFilesystemError,
+        ErrorCode::SandboxFileTooLarge,
+        ErrorCode::SandboxSessionNotFound,
+        ErrorCode::SandboxProcessNotFound,
+        ErrorCode::SandboxNameTaken,
+        ErrorCode::SandboxNoWorker,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +75,18 @@ impl ErrorCode {
             ErrorCode::ElectionNotLeader => "election.not_leader",
             ErrorCode::ProviderUnavailable => "provider.unavailable",
             ErrorCode::ProviderRejected => "provider.rejected",
+            ErrorCode::SandboxNotFound => "sandbox.not_found",
+            ErrorCode::SandboxTerminated => "sandbox.terminated",
+            ErrorCode::SandboxTimeout => "sandbox.timeout",
+            ErrorCode::SandboxExecTimeout => "sandbox.exec_timeout",
+            ErrorCode::SandboxPathEscape => "sandbox.path_escape",
+            ErrorCode::SandboxFileNotFound => "sandbox.file_not_found",
+            ErrorCode::SandboxFilesystemError => "sandbox.filesystem_error",
+            ErrorCode::SandboxFileTooLarge => "sandbox.file_too_large",
+            ErrorCode::SandboxSessionNotFound => "sandbox.session_not_found",
+            ErrorCode::SandboxProcessNotFound => "sandbox.process_not_found",
+            ErrorCode::SandboxNameTaken => "sandbox.name_taken",
+            ErrorCode::SandboxNoWorker => "sandbox.no_worker",
         }
     }
 }

@@ -13,6 +13,7 @@ pub const PREFIXES: &[(&str, &str)] = &[
     ("queue", "qu"),
     ("queue_item", "qi"),
     ("dict", "di"),
+    ("sandbox", "sb"),
 ];
 
 /// The prefix for a kind of object, if the kind is known.
