@@ -175,6 +175,10 @@ class Function:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.local(*args, **kwargs)
 
+    def _dump(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        """One call's payload (a class method's call puts its method name in front: cls.py)."""
+        return dump_args(self._name, args, kwargs)
+
     async def _hydrate(self) -> tuple[Client, str]:
         client = await get_client()
         if self._function_id is None:
@@ -189,7 +193,7 @@ class Function:
 
     @dual
     async def remote(self, *args: Any, **kwargs: Any) -> Any:
-        payload = dump_args(self._name, args, kwargs)
+        payload = self._dump(args, kwargs)
         client, function_id = await self._hydrate()
         status, _, body = await client.request(
             "POST", f"/v1/functions/{function_id}/calls", data=payload, params={"wait": str(_WAIT_S)})
@@ -201,7 +205,7 @@ class Function:
 
     @dual
     async def spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
-        payload = dump_args(self._name, args, kwargs)
+        payload = self._dump(args, kwargs)
         client, function_id = await self._hydrate()
         found = await client.json("POST", f"/v1/functions/{function_id}/calls", data=payload)
         return FunctionCall(found["job_id"])
@@ -212,7 +216,7 @@ class Function:
         client, function_id = await self._hydrate()
         parts = []
         for args, kwargs in inputs:
-            payload = dump_args(self._name, args, kwargs)
+            payload = self._dump(args, kwargs)
             parts.append(len(payload).to_bytes(4, "big") + payload)
         found = await client.json("POST", f"/v1/functions/{function_id}/calls:batch", data=b"".join(parts))
         return found["job_ids"]
