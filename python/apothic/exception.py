@@ -203,6 +203,14 @@ _EXTRA_CODES: dict[str, type[Error]] = {
     "sandbox.no_worker": TimeoutError,
     "sandbox.file_too_large": InvalidError,
     "provider.rejected": ProviderError,
+    "session.protocol": MalformedRequestError,
+    "session.closed": ConnectionError,
+    "session.dead": ConnectionError,
+    "session.stream_not_found": NotFoundError,
+    "session.stream_closed": InvalidError,
+    "session.stream_reset": ConnectionError,
+    "session.buffer_full": ConflictError,
+    "session.stream_limit": ConflictError,
 }
 
 CODE_TO_CLASS: dict[str, type[Error]] = {cls.code: cls for cls in _CLASSES} | _EXTRA_CODES
@@ -259,6 +267,14 @@ _EXIT_CODES: dict[str, int] = {
     "sandbox.filesystem_error": 42,
     "provider.unavailable": 26,
     "provider.rejected": 26,
+    "session.protocol": 12,
+    "session.closed": 15,
+    "session.dead": 15,
+    "session.stream_not_found": 13,
+    "session.stream_closed": 11,
+    "session.stream_reset": 15,
+    "session.buffer_full": 21,
+    "session.stream_limit": 21,
 }
 
 

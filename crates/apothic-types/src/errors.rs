@@ -27,10 +27,18 @@ pub enum ErrorCode {
     SandboxProcessNotFound,
     SandboxNameTaken,
     SandboxNoWorker,
+    SessionProtocol,
+    SessionClosed,
+    SessionDead,
+    SessionStreamNotFound,
+    SessionStreamClosed,
+    SessionStreamReset,
+    SessionBufferFull,
+    SessionStreamLimit,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 34] = [
         ErrorCode::NotFound,
         ErrorCode::InvalidArgument,
         ErrorCode::QueueEmpty,
@@ -57,6 +65,14 @@ impl ErrorCode {
         ErrorCode::SandboxProcessNotFound,
         ErrorCode::SandboxNameTaken,
         ErrorCode::SandboxNoWorker,
+        ErrorCode::SessionProtocol,
+        ErrorCode::SessionClosed,
+        ErrorCode::SessionDead,
+        ErrorCode::SessionStreamNotFound,
+        ErrorCode::SessionStreamClosed,
+        ErrorCode::SessionStreamReset,
+        ErrorCode::SessionBufferFull,
+        ErrorCode::SessionStreamLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +103,14 @@ impl ErrorCode {
             ErrorCode::SandboxProcessNotFound => "sandbox.process_not_found",
             ErrorCode::SandboxNameTaken => "sandbox.name_taken",
             ErrorCode::SandboxNoWorker => "sandbox.no_worker",
+            ErrorCode::SessionProtocol => "session.protocol",
+            ErrorCode::SessionClosed => "session.closed",
+            ErrorCode::SessionDead => "session.dead",
+            ErrorCode::SessionStreamNotFound => "session.stream_not_found",
+            ErrorCode::SessionStreamClosed => "session.stream_closed",
+            ErrorCode::SessionStreamReset => "session.stream_reset",
+            ErrorCode::SessionBufferFull => "session.buffer_full",
+            ErrorCode::SessionStreamLimit => "session.stream_limit",
         }
     }
 }
