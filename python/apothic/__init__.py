@@ -8,15 +8,18 @@ from apothic.image import Image
 from apothic.job import Job, JobEvent
 from apothic.queue import Claim, Queue
 from apothic.retries import Retries
+from apothic.sandbox import ContainerProcess, FileInfo, Sandbox, SandboxSession
 
 __all__ = [
     "App",
     "Claim",
+    "ContainerProcess",
     "Dict",
     "DictEntry",
     "DictLease",
     "DictLock",
     "Election",
+    "FileInfo",
     "Function",
     "FunctionCall",
     "Image",
@@ -25,6 +28,8 @@ __all__ = [
     "LocalEntrypoint",
     "Queue",
     "Retries",
+    "Sandbox",
+    "SandboxSession",
     "exception",
 ]
 __version__ = "0.1.0"

@@ -15,6 +15,7 @@ from apothic.exception import InvalidError
 from apothic.function import Function, validate_options
 from apothic.image import Image
 from apothic.retries import Retries
+from apothic.sandbox import Sandbox
 
 _LOG_DRAIN_S = 2.0
 
@@ -84,6 +85,10 @@ class App:
             return fn
 
         return wrap
+
+    def sandbox(self, *args: str, name: str | None = None, **options: Any) -> Sandbox:
+        """Starts a sandbox of this app: `Sandbox.create(*args, app=self, name=name, ...)`."""
+        return Sandbox.create(*args, app=self, name=name, **options)
 
     def local_entrypoint(self, _warn_parentheses_missing: Any = None, *, name: str | None = None
                          ) -> Callable[[Callable[..., Any]], LocalEntrypoint]:

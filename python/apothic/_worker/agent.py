@@ -27,6 +27,7 @@ import aiohttp
 
 from apothic import _wire
 from apothic._worker.capacity import capacity
+from apothic._worker.sandbox_host import SandboxHost
 
 log = logging.getLogger("apothic.agent")
 
@@ -79,6 +80,7 @@ class Agent:
         self.outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self.starting: set[asyncio.Task[None]] = set()
         self.heartbeat_s = float(os.environ.get("APOTHIC_HEARTBEAT_S", "1.0"))
+        self.sandboxes = SandboxHost(home, self.send)
 
     # ---- the session -------------------------------------------------------------------
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
@@ -177,6 +179,8 @@ class Agent:
             ct = self.containers.get(header["container"])
             if ct is not None:
                 ct.waiting = collections.deque(w for w in ct.waiting if w[0] != header["job"])
+        elif kind.startswith("sb_"):
+            self.sandboxes.handle(header, payload)
         elif kind == "stop_container":
             ct = self.containers.pop(header["container"], None)
             if ct is not None:
@@ -196,6 +200,7 @@ class Agent:
         self.stop.set()
 
     def _kill_all(self) -> None:
+        self.sandboxes.kill_all()  # the control plane ends a lost session's sandboxes too
         for ct in self.containers.values():
             ct.kill()
         self.containers.clear()

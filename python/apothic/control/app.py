@@ -21,10 +21,13 @@ from apothic.control.middlewares import authenticate, errors
 from apothic.control.providers.local import LocalProvider
 from apothic.control.queues import QueueService
 from apothic.control.routes import apps, blobs, dicts, health, jobs, queues, rpc, workers
+from apothic.control.routes import sandboxes as sandbox_routes
+from apothic.control.sandboxes import SandboxManager
 from apothic.control.scheduler import Scheduler
 from apothic.control.store import Database, Store
 from apothic.control.store.dicts import DictStore
 from apothic.control.store.queues import QueueStore
+from apothic.control.store.sandboxes import SandboxStore
 
 log = logging.getLogger("apothic.control")
 
@@ -51,6 +54,16 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[keys.LOCAL_PROVIDER].close()
     await store.close()
+
+
+async def _sandboxes(app: web.Application) -> AsyncIterator[None]:
+    scheduler = app[keys.SCHEDULER]
+    manager = SandboxManager(SandboxStore(app[keys.STORE].db), lambda: scheduler.workers,
+                             scheduler.capacity_wanted.set)
+    await manager.restore()
+    app[keys.SANDBOXES] = manager
+    yield
+    manager.close()
 
 
 async def _ticker(app: web.Application) -> AsyncIterator[None]:
@@ -80,6 +93,8 @@ def create_app(config: ServerConfig) -> web.Application:
     app = web.Application(middlewares=[errors, authenticate], client_max_size=80 * 1024 * 1024)
     app[keys.CONFIG] = config
     app.cleanup_ctx.extend([_state, _ticker])
+    app.cleanup_ctx.append(_sandboxes)
+    app.add_routes(sandbox_routes.routes)
     for module in (apps, blobs, dicts, health, jobs, queues, rpc, workers):
         app.add_routes(module.routes)
     return app

@@ -10,6 +10,7 @@ from apothic.control.dicts import DictService
 from apothic.control.hub import Hub
 from apothic.control.providers.local import LocalProvider
 from apothic.control.queues import QueueService
+from apothic.control.sandboxes import SandboxManager
 from apothic.control.scheduler import Scheduler
 from apothic.control.store import Store
 
@@ -21,3 +22,4 @@ AUTH = web.AppKey("auth", Auth)
 LOCAL_PROVIDER = web.AppKey("local_provider", LocalProvider)
 QUEUES = web.AppKey("queues", QueueService)
 DICTS = web.AppKey("dicts", DictService)
+SANDBOXES = web.AppKey("sandboxes", SandboxManager)

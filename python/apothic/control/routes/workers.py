@@ -61,6 +61,8 @@ async def worker_session(request: web.Request) -> web.StreamResponse:
                 worker.send({"t": "welcome", "worker": worker.id})
                 scheduler.worker_connected(worker)
                 log.info("worker %s connected (pid %s)", worker.id, worker.pid)
+            elif worker is not None and header["t"].startswith("sb_"):
+                request.app[keys.SANDBOXES].on_frame(worker, header, payload)
             elif worker is not None:
                 await _handle(scheduler, worker, header, payload)
     finally:
@@ -70,6 +72,7 @@ async def worker_session(request: web.Request) -> web.StreamResponse:
         if worker is not None:
             log.info("worker %s disconnected", worker.id)
             scheduler.worker_disconnected(worker.id)
+            request.app[keys.SANDBOXES].worker_disconnected(worker.id)
     return ws
 
 

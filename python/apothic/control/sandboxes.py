@@ -1,0 +1,403 @@
+"""Sandboxes on the control plane: placement, the durable record, and the relay of exec I/O,
+filesystem calls and session commands between the SDK's HTTP requests and the worker agent.
+
+Like the scheduler, this is one actor on the control plane's loop: its state is touched only by
+these methods, so nothing needs a lock. The agent is reached by `sb_*` frames over its worker
+session (see apothic._worker.sandbox_host for the vocabulary). Process output is kept here per
+stream until the SDK reads it; what a reader has consumed is dropped and credited back to the
+agent, so one process's unread output holds at most the agent's window here.
+
+A record is written durably before any caller is told about it (created, started, ended). A
+sandbox whose worker disconnects ends as `worker_lost`; after a control plane restart no worker
+session survives, so unfinished records end the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from apothic import _ids
+from apothic.control.model import WorkerHandle
+from apothic.control.store.sandboxes import SandboxStore
+from apothic.exception import (
+    ConflictError,
+    Error,
+    NotFoundError,
+    SandboxTerminatedError,
+    TimeoutError,
+    error_for,
+)
+
+log = logging.getLogger("apothic.sandboxes")
+
+TERMINAL = frozenset({"exited", "terminated", "timed_out", "worker_lost", "failed"})
+DEFAULT_TIMEOUT_S = 300.0
+MAX_TIMEOUT_S = 24 * 3600.0
+_REQUEST_TIMEOUT_S = 60.0  # an agent that answers nothing in this long is treated as gone
+_WORKER_WAIT_S = 30.0
+# An ended sandbox stays in memory this long, so its processes' last output can still be read
+# (`Sandbox.create("echo", "hi")`, then `wait()`, then `stdout.read()`).
+_RETAIN_S = 600.0
+
+
+@dataclass(eq=False)
+class _Pipe:
+    data: bytearray = field(default_factory=bytearray)
+    start: int = 0  # the stream offset of data[0]: what came before was read and dropped
+    eof: bool = False
+
+
+@dataclass(eq=False)
+class _Process:
+    id: str
+    pipes: dict[int, _Pipe] = field(default_factory=lambda: {1: _Pipe(), 2: _Pipe()})
+    returncode: int | None = None
+    timed_out: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(eq=False)
+class _Live:
+    record: dict[str, Any]
+    worker: WorkerHandle
+    procs: dict[str, _Process] = field(default_factory=dict)
+    proc_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    timer: asyncio.TimerHandle | None = None  # its timeout
+    forget: asyncio.TimerHandle | None = None  # drops it from memory once it has ended
+
+    @property
+    def running(self) -> bool:
+        return self.record["status"] not in TERMINAL
+
+
+def summary(record: dict[str, Any]) -> dict[str, Any]:
+    keys = ("id", "name", "app_name", "app_id", "worker", "status", "isolation", "created_at", "timeout",
+            "returncode", "ended_at", "reason")
+    return {k: record.get(k) for k in keys}
+
+
+class SandboxManager:
+    def __init__(self, store: SandboxStore, workers: Callable[[], dict[str, WorkerHandle]],
+                 want_capacity: Callable[[], None]) -> None:
+        self.store = store
+        self._workers = workers
+        self._want_capacity = want_capacity
+        self.live: dict[str, _Live] = {}
+        # Requests awaiting the agent's sb_reply: req -> (sandbox id, future).
+        self._requests: dict[int, tuple[str, asyncio.Future[tuple[dict[str, Any], bytes]]]] = {}
+        self._request_ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def restore(self) -> None:
+        await self.store.open()
+        for row in await self.store.unfinished():
+            await self.store.update(row["id"], {"status": "worker_lost", "ended_at": time.time(), "returncode": None,
+                                                "reason": "the control plane restarted; its worker session ended"})
+
+    def close(self) -> None:
+        for live in self.live.values():
+            for timer in (live.timer, live.forget):
+                if timer is not None:
+                    timer.cancel()
+
+    # ---- lookups ---------------------------------------------------------------------------
+    async def record(self, account: str, sandbox_id: str) -> dict[str, Any]:
+        live = self.live.get(sandbox_id)
+        if live is not None and live.record["account"] == account:
+            return live.record
+        row = await self.store.get(sandbox_id) if _ids.is_valid("sandbox", sandbox_id) else None
+        if row is None or row.get("account") != account:
+            raise NotFoundError(f"no sandbox {sandbox_id}", code="sandbox.not_found")
+        return row
+
+    def _live(self, account: str, sandbox_id: str) -> _Live:
+        live = self.live.get(sandbox_id)
+        if live is None or live.record["account"] != account:
+            raise NotFoundError(f"no sandbox {sandbox_id}", code="sandbox.not_found")
+        return live
+
+    async def _running(self, account: str, sandbox_id: str) -> _Live:
+        """The live sandbox, or sandbox.terminated (with how it ended) / sandbox.not_found."""
+        live = self.live.get(sandbox_id)
+        if live is not None and live.record["account"] == account and live.record["status"] == "running":
+            return live
+        record = await self.record(account, sandbox_id)
+        raise SandboxTerminatedError(f"sandbox {sandbox_id} has ended ({_ending(record)})")
+
+    async def find(self, account: str, app_name: str, name: str | None) -> list[dict[str, Any]]:
+        rows = {r["id"]: r for r in await self.store.find(account, app_name, name)}
+        for live in self.live.values():  # the memory copy is the newer one
+            r = live.record
+            if r["account"] == account and r["app_name"] == app_name and (name is None or r["name"] == name):
+                rows[r["id"]] = r
+        return sorted(rows.values(), key=lambda r: r["created_at"], reverse=True)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    async def create(self, account: str, spec: dict[str, Any]) -> dict[str, Any]:
+        name = spec.get("name")
+        if name is not None:
+            for live in self.live.values():
+                r = live.record
+                if (live.running and r["account"] == account and r["app_name"] == spec["app_name"]
+                        and r["name"] == name):
+                    raise ConflictError(f"app {spec['app_name']!r} already has a running sandbox named {name!r} "
+                                        f"({r['id']})", code="sandbox.name_taken")
+        worker = await self._place(spec)
+        now = time.time()
+        record = {"id": _ids.new_id("sandbox"), "account": account, "name": name, "app_name": spec["app_name"],
+                  "app_id": spec.get("app_id"), "worker": worker.id, "status": "starting", "isolation": None,
+                  "created_at": now, "timeout": spec["timeout"], "returncode": None, "ended_at": None,
+                  "reason": None}
+        live = _Live(record=record, worker=worker)
+        if spec.get("cmd"):
+            live.procs["main"] = _Process("main")
+        self.live[record["id"]] = live
+        try:
+            await self.store.save(record)
+            header, _ = await self._ask(live, {"t": "sb_create", "sandbox": record["id"], "cmd": spec.get("cmd"),
+                                               "workdir": spec.get("workdir"), "env": spec.get("env") or {}})
+        except Error as e:
+            await self._end(live, "failed", reason=e.message, tell_agent=True)
+            raise
+        record["isolation"] = header.get("isolation")
+        if record["status"] == "starting":  # its command may already have exited
+            record["status"] = "running"
+            await self.store.update(record["id"], {"status": "running", "isolation": record["isolation"]})
+            live.timer = asyncio.get_running_loop().call_later(
+                record["timeout"], lambda: self._spawn(self._end(live, "timed_out", tell_agent=True,
+                                                                 reason=f"its {record['timeout']:g} s timeout passed")))
+        return record
+
+    async def _place(self, spec: dict[str, Any]) -> WorkerHandle:
+        """The connected worker with the fewest sandboxes that has the cpu and memory asked for;
+        waits a while for one to connect (the local provider starts agents on demand)."""
+        deadline = time.monotonic() + _WORKER_WAIT_S
+        while True:
+            workers = list(self._workers().values())
+            fit = [w for w in workers if _fits(w, spec)]
+            if fit:
+                counts = {w.id: 0 for w in fit}
+                for live in self.live.values():
+                    if live.running and live.worker.id in counts:
+                        counts[live.worker.id] += 1
+                return min(fit, key=lambda w: counts[w.id])
+            if workers:
+                best = max(workers, key=lambda w: w.capacity.get("cpu", 0))
+                raise Error(f"no worker can hold cpu={spec.get('cpu')} memory={spec.get('memory')} MiB; the largest "
+                            f"has cpu={best.capacity.get('cpu')} memory={best.capacity.get('memory_mb')} MiB",
+                            code="placement.no_match")
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no worker connected within {_WORKER_WAIT_S:g} s to run the sandbox",
+                                   code="sandbox.no_worker")
+            self._want_capacity()
+            await asyncio.sleep(0.1)
+
+    async def terminate(self, account: str, sandbox_id: str) -> dict[str, Any]:
+        live = self.live.get(sandbox_id)
+        if live is not None and live.record["account"] == account:
+            await self._end(live, "terminated", reason="terminate() was called", tell_agent=True)
+            return live.record
+        return await self.record(account, sandbox_id)  # already ended, or not found
+
+    async def wait(self, account: str, sandbox_id: str, timeout: float) -> dict[str, Any]:
+        live = self.live.get(sandbox_id)
+        if live is not None and live.record["account"] == account:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(live.ended.wait(), timeout)
+            return live.record
+        return await self.record(account, sandbox_id)
+
+    async def _end(self, live: _Live, status: str, *, reason: str | None = None, returncode: int | None = None,
+                   tell_agent: bool) -> None:
+        record = live.record
+        if record["status"] in TERMINAL:
+            return
+        record.update(status=status, reason=reason, returncode=returncode, ended_at=time.time())
+        if live.timer is not None:
+            live.timer.cancel()
+        for proc in live.procs.values():
+            proc.changed.set()
+        if tell_agent:
+            live.worker.send({"t": "sb_terminate", "req": None, "sandbox": record["id"]}, b"")
+        for fut in [f for sandbox_id, f in self._requests.values() if sandbox_id == record["id"]]:
+            if not fut.done():
+                fut.set_exception(SandboxTerminatedError(f"sandbox {record['id']} ended ({_ending(record)})"))
+        try:
+            await self.store.update(record["id"], {k: record[k] for k in ("status", "reason", "returncode",
+                                                                           "ended_at")})
+        finally:
+            live.ended.set()
+            live.forget = asyncio.get_running_loop().call_later(_RETAIN_S, self.live.pop, record["id"], None)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- requests to the agent ---------------------------------------------------------------
+    async def _ask(self, live: _Live, header: dict[str, Any], payload: bytes = b"",
+                   timeout: float = _REQUEST_TIMEOUT_S) -> tuple[dict[str, Any], bytes]:
+        req = next(self._request_ids)
+        future: asyncio.Future[tuple[dict[str, Any], bytes]] = asyncio.get_running_loop().create_future()
+        self._requests[req] = (live.record["id"], future)
+        try:
+            live.worker.send(header | {"req": req}, payload)
+            try:
+                reply, body = await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                raise Error(f"worker {live.worker.id} did not answer within {timeout:g} s",
+                            code="sandbox.terminated") from None
+        finally:
+            self._requests.pop(req, None)
+        if not reply.get("ok"):
+            error = reply.get("error") or {}
+            raise error_for(error.get("code", "internal"), error.get("message", "the sandbox request failed"))
+        return reply, body
+
+    # ---- processes ---------------------------------------------------------------------------
+    async def exec(self, account: str, sandbox_id: str, args: list[str], workdir: str | None,
+                   env: dict[str, str], timeout: float | None) -> str:
+        live = await self._running(account, sandbox_id)
+        proc_id = f"p{next(live.proc_ids)}"
+        live.procs[proc_id] = _Process(proc_id)
+        try:
+            await self._ask(live, {"t": "sb_exec", "sandbox": sandbox_id, "proc": proc_id, "args": args,
+                                   "workdir": workdir, "env": env, "timeout": timeout})
+        except Exception:
+            live.procs.pop(proc_id, None)
+            raise
+        return proc_id
+
+    async def _process(self, account: str, sandbox_id: str, proc_id: str) -> tuple[_Live, _Process]:
+        live = self.live.get(sandbox_id)
+        if live is None or live.record["account"] != account:
+            record = await self.record(account, sandbox_id)  # sandbox.not_found, else it ended long ago
+            raise SandboxTerminatedError(f"sandbox {sandbox_id} has ended ({_ending(record)}) and its "
+                                         "processes' output is no longer kept")
+        proc = live.procs.get(proc_id)
+        if proc is None:
+            raise NotFoundError(f"sandbox {sandbox_id} has no process {proc_id}", code="sandbox.process_not_found")
+        return live, proc
+
+    async def read(self, account: str, sandbox_id: str, proc_id: str, fd: int, offset: int,
+                   wait: float) -> tuple[int, bool, bytes]:
+        """Output of a process's stream from `offset`: (offset of the data, eof, data). Waits up
+        to `wait` seconds for some. Reading from `offset` acknowledges everything before it."""
+        live, proc = await self._process(account, sandbox_id, proc_id)
+        pipe = proc.pipes[fd]
+        self._consume(live, proc, fd, offset)
+        deadline = time.monotonic() + wait
+        while not len(pipe.data) and not pipe.eof and live.running:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            proc.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.changed.wait(), left)
+        # A sandbox that ended took its processes with it: their streams end there.
+        eof = pipe.eof or (not live.running and not len(pipe.data))
+        return pipe.start, eof, bytes(pipe.data[:1024 * 1024])
+
+    def _consume(self, live: _Live, proc: _Process, fd: int, offset: int) -> None:
+        pipe = proc.pipes[fd]
+        drop = min(max(0, offset - pipe.start), len(pipe.data))
+        if drop:
+            del pipe.data[:drop]
+            pipe.start += drop
+            if live.running:
+                live.worker.send({"t": "sb_credit", "sandbox": live.record["id"], "proc": proc.id, "fd": fd,
+                                  "n": drop}, b"")
+
+    async def write_stdin(self, account: str, sandbox_id: str, proc_id: str, data: bytes, eof: bool) -> None:
+        live, _ = await self._process(account, sandbox_id, proc_id)
+        if not live.running:
+            raise SandboxTerminatedError(f"sandbox {sandbox_id} has ended ({_ending(live.record)})")
+        live.worker.send({"t": "sb_stdin", "sandbox": sandbox_id, "proc": proc_id, "eof": eof}, data)
+
+    async def wait_process(self, account: str, sandbox_id: str, proc_id: str, wait: float) -> dict[str, Any]:
+        live, proc = await self._process(account, sandbox_id, proc_id)
+        deadline = time.monotonic() + wait
+        while proc.returncode is None and live.running:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            proc.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.changed.wait(), left)
+        if proc.returncode is None and not live.running:
+            raise SandboxTerminatedError(f"sandbox {sandbox_id} ended before process {proc_id} did "
+                                         f"({_ending(live.record)})")
+        return {"returncode": proc.returncode, "timed_out": proc.timed_out}
+
+    # ---- filesystem and sessions -------------------------------------------------------------
+    async def filesystem(self, account: str, sandbox_id: str, request: dict[str, Any],
+                         payload: bytes) -> tuple[Any, bytes]:
+        live = await self._running(account, sandbox_id)
+        reply, body = await self._ask(live, {**request, "t": "sb_fs", "sandbox": sandbox_id}, payload)
+        return reply.get("result"), body
+
+    async def session(self, account: str, sandbox_id: str, name: str, *, op: str, cmd: str | None,
+                      timeout: float | None, create: bool) -> dict[str, Any]:
+        live = await self._running(account, sandbox_id)
+        # A command without a timeout may run as long as the sandbox does: the sandbox's end
+        # fails this request, so the only deadline here is the sandbox's longest life.
+        wait = MAX_TIMEOUT_S if timeout is None else timeout + _REQUEST_TIMEOUT_S
+        reply, _ = await self._ask(live, {"t": "sb_session", "sandbox": sandbox_id, "session": name, "op": op,
+                                          "cmd": cmd, "timeout": timeout, "create": create}, timeout=wait)
+        return {k: reply.get(k) for k in ("session", "stdout", "stderr", "returncode", "session_ended")}
+
+    # ---- frames from agents ------------------------------------------------------------------
+    def on_frame(self, worker: WorkerHandle, header: dict[str, Any], payload: bytes) -> None:
+        kind = header["t"]
+        if kind == "sb_reply":
+            pending = self._requests.get(header.get("req"))  # type: ignore[arg-type]
+            if pending is not None and not pending[1].done():
+                pending[1].set_result((header, payload))
+            return
+        live = self.live.get(header.get("sandbox", ""))
+        if live is None or live.worker.id != worker.id:
+            return  # a sandbox that already ended here: its last frames have no reader
+        proc = live.procs.get(header.get("proc", ""))
+        if proc is None:
+            return
+        if kind == "sb_out":
+            pipe = proc.pipes[int(header["fd"])]
+            pipe.data.extend(payload)
+            pipe.eof = pipe.eof or bool(header.get("eof"))
+            proc.changed.set()
+        elif kind == "sb_exit":
+            proc.returncode = header.get("returncode")
+            proc.timed_out = bool(header.get("timed_out"))
+            proc.changed.set()
+            if proc.id == "main":
+                # Its command has finished: so has the sandbox, as under Modal.
+                self._spawn(self._end(live, "exited", returncode=proc.returncode, tell_agent=True,
+                                      reason=f"its command exited with code {proc.returncode}"))
+        else:
+            log.warning("worker %s sent an unknown sandbox frame %r", worker.id, kind)
+
+    def worker_disconnected(self, worker_id: str) -> None:
+        for live in [v for v in self.live.values() if v.running and v.worker.id == worker_id]:
+            self._spawn(self._end(live, "worker_lost", tell_agent=False,
+                                  reason=f"its worker {worker_id} disconnected"))
+
+
+def _fits(worker: WorkerHandle, spec: dict[str, Any]) -> bool:
+    cpu, memory = spec.get("cpu"), spec.get("memory")
+    if cpu is not None and float(cpu) > float(worker.capacity.get("cpu", 0)):
+        return False
+    return memory is None or int(memory) <= int(worker.capacity.get("memory_mb", 0))
+
+
+def _ending(record: dict[str, Any]) -> str:
+    status = record.get("status")
+    reason = record.get("reason")
+    return f"{status}: {reason}" if reason else str(status)
