@@ -162,6 +162,12 @@ class Agent:
         kind = header["t"]
         if kind == "welcome":
             self.worker_id = header["worker"]
+            if header.get("key"):
+                # A one-time join token was exchanged for this worker's own key: reconnects and
+                # bundle fetches present the key, since the token is spent.
+                self.token = header["key"]
+                if self.http is not None:
+                    self.http.headers["Authorization"] = f"Bearer {self.token}"
             log.info("connected as %s", self.worker_id)
         elif kind == "start_container":
             task = asyncio.create_task(self._start_container(header))

@@ -194,6 +194,10 @@ class WorkerHandle:
     connected_at: float = field(default_factory=time.time)
     last_heartbeat: float = field(default_factory=time.monotonic)
     containers: set[str] = field(default_factory=set)
+    # A rented worker's offer as its provider sold it (normalized offer fields), which is what
+    # placement matches; empty for local and manual agents, which are matched by `capacity`.
+    metadata: dict[str, Any] = field(default_factory=dict)
+    instance_id: str | None = None  # the provider's instance, for a rented worker
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -204,4 +208,6 @@ class WorkerHandle:
             "capacity": self.capacity,
             "containers": len(self.containers),
             "connected_at": self.connected_at,
+            "metadata": self.metadata,
+            "instance_id": self.instance_id,
         }
