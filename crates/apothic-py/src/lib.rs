@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod clock;
 mod dict;
 mod errors;
+mod placement;
 mod queue;
 
 #[pymodule(gil_used = false)]
@@ -13,6 +14,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     queue::register(m)?;
     dict::register(m)?;
+    placement::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -35,10 +35,12 @@ pub enum ErrorCode {
     SessionStreamReset,
     SessionBufferFull,
     SessionStreamLimit,
+    PlacementInvalidFilter,
+    PlacementNoMatch,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 34] = [
+    pub const ALL: [ErrorCode; 36] = [
         ErrorCode::NotFound,
         ErrorCode::InvalidArgument,
         ErrorCode::QueueEmpty,
@@ -73,6 +75,8 @@ impl ErrorCode {
         ErrorCode::SessionStreamReset,
         ErrorCode::SessionBufferFull,
         ErrorCode::SessionStreamLimit,
+        ErrorCode::PlacementInvalidFilter,
+        ErrorCode::PlacementNoMatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +115,8 @@ impl ErrorCode {
             ErrorCode::SessionStreamReset => "session.stream_reset",
             ErrorCode::SessionBufferFull => "session.buffer_full",
             ErrorCode::SessionStreamLimit => "session.stream_limit",
+            ErrorCode::PlacementInvalidFilter => "placement.invalid_filter",
+            ErrorCode::PlacementNoMatch => "placement.no_match",
         }
     }
 }
