@@ -47,6 +47,7 @@ bench: build
 	$(BIN)/pip install --quiet "ray==2.60.0" || echo "ray 2.60.0 could not be installed; benchmarking Apothic alone"
 	$(BIN)/python bench/run_bench.py
 	$(BIN)/python bench/coordination_bench.py
+	cargo run --release -p apothic-session --example mux_bench
 
 clean:
 	rm -rf $(VENV) target
