@@ -15,7 +15,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet "maturin==1.16.0" "aiohttp==3.14.5" "uvloop==0.23.0" "orjson==3.13.0" \
 	  "surrealdb==2.0.0" "cloudpickle==3.1.3" "cbor2==6.3.0" "typer==0.29.2" "rich==15.0.0" "nvidia-ml-py==13.615.71" \
-	  "pytest==9.2.0" "pytest-timeout==2.4.0" "ruff==0.17.6"
+	  "pytest==9.2.0" "pytest-timeout==2.4.0" "ruff==0.17.6" "fastapi==0.163.2" "a2wsgi==1.10.10"
 	touch $(STAMP)
 
 # maturin develop builds apothic._core (release mode) and installs the package editable.
@@ -43,10 +43,11 @@ lint: build
 
 # Ray is the comparison point; if it cannot be installed, run_bench.py records it as unavailable.
 bench: build
-	$(BIN)/pip install --quiet "pytest-benchmark==5.3.1"
+	$(BIN)/pip install --quiet "pytest-benchmark==5.3.1" "uvicorn==0.54.0" "httptools==0.7.1"
 	$(BIN)/pip install --quiet "ray==2.60.0" || echo "ray 2.60.0 could not be installed; benchmarking Apothic alone"
 	$(BIN)/python bench/run_bench.py
 	$(BIN)/python bench/coordination_bench.py
+	$(BIN)/python bench/web_bench.py
 	cargo run --release -p apothic-session --example mux_bench
 
 clean:

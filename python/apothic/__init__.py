@@ -9,6 +9,15 @@ from apothic.job import Job, JobEvent
 from apothic.queue import Claim, Queue
 from apothic.retries import Retries
 from apothic.sandbox import ContainerProcess, FileInfo, Sandbox, SandboxSession
+from apothic.service import (
+    asgi_app,
+    concurrent,
+    endpoint,
+    fastapi_endpoint,
+    web_endpoint,
+    web_server,
+    wsgi_app,
+)
 
 __all__ = [
     "App",
@@ -30,6 +39,13 @@ __all__ = [
     "Retries",
     "Sandbox",
     "SandboxSession",
+    "asgi_app",
+    "concurrent",
+    "endpoint",
     "exception",
+    "fastapi_endpoint",
+    "web_endpoint",
+    "web_server",
+    "wsgi_app",
 ]
 __version__ = "0.1.0"

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from apothic import _bundle, _loop
+from apothic import _bundle, _loop, service
 from apothic._client import Client, get_client
 from apothic.exception import InvalidError
 from apothic.function import Function, validate_options
@@ -71,6 +71,7 @@ class App:
         (image or self.image or Image.debian_slim()).check_supported()
 
         def wrap(raw_f: Callable[..., Any]) -> Function:
+            raw_f, web = service.unwrap(raw_f)
             fname = name or raw_f.__name__
             if "<locals>" in raw_f.__qualname__:
                 raise InvalidError(f"{fname}: functions must be defined at module level")
@@ -78,7 +79,11 @@ class App:
                        "min_containers": min_containers, "max_containers": max_containers,
                        "scaledown_window": scaledown_window, "cpu": cpu, "memory": memory, "gpu": gpu}
             validate_options(fname, options)
-            fn = Function(raw_f, name=fname, app=self, options={k: v for k, v in options.items() if v is not None})
+            if web is not None:
+                service.check_options(fname, web, options)
+                options["web"] = web.wire()
+            kind = service.WebFunction if web is not None else Function
+            fn = kind(raw_f, name=fname, app=self, options={k: v for k, v in options.items() if v is not None})
             fn._qualname = raw_f.__qualname__  # type: ignore[attr-defined]
             self._module = sys.modules.get(raw_f.__module__)
             self.registered_functions[fname] = fn
@@ -89,6 +94,35 @@ class App:
     def sandbox(self, *args: str, name: str | None = None, **options: Any) -> Sandbox:
         """Starts a sandbox of this app: `Sandbox.create(*args, app=self, name=name, ...)`."""
         return Sandbox.create(*args, app=self, name=name, **options)
+
+    # ---- web services (service.py): the decorator and @app.function in one step ----------
+    def endpoint(self, *, method: str = "GET", label: str | None = None, requires_proxy_auth: bool = False,
+                 **function_options: Any) -> Callable[[Callable[..., Any]], Function]:
+        return service.stacked(self, service.endpoint(method=method, label=label,
+                                                      requires_proxy_auth=requires_proxy_auth), function_options)
+
+    def fastapi_endpoint(self, *, method: str = "GET", label: str | None = None, docs: bool = False,
+                         requires_proxy_auth: bool = False, **function_options: Any
+                         ) -> Callable[[Callable[..., Any]], Function]:
+        return service.stacked(self, service.fastapi_endpoint(method=method, label=label, docs=docs,
+                                                              requires_proxy_auth=requires_proxy_auth),
+                               function_options)
+
+    def asgi(self, *, label: str | None = None, requires_proxy_auth: bool = False,
+             **function_options: Any) -> Callable[[Callable[..., Any]], Function]:
+        return service.stacked(self, service.asgi_app(label=label, requires_proxy_auth=requires_proxy_auth),
+                               function_options)
+
+    def wsgi_app(self, *, label: str | None = None, requires_proxy_auth: bool = False,
+                 **function_options: Any) -> Callable[[Callable[..., Any]], Function]:
+        return service.stacked(self, service.wsgi_app(label=label, requires_proxy_auth=requires_proxy_auth),
+                               function_options)
+
+    def web_server(self, port: int, *, startup_timeout: float = 5.0, label: str | None = None,
+                   requires_proxy_auth: bool = False, **function_options: Any
+                   ) -> Callable[[Callable[..., Any]], Function]:
+        return service.stacked(self, service.web_server(port, startup_timeout=startup_timeout, label=label,
+                                                        requires_proxy_auth=requires_proxy_auth), function_options)
 
     def local_entrypoint(self, _warn_parentheses_missing: Any = None, *, name: str | None = None
                          ) -> Callable[[Callable[..., Any]], LocalEntrypoint]:
@@ -109,6 +143,7 @@ class App:
         if self._module is None or not self.registered_functions:
             raise InvalidError(f"app {self.name!r} has no functions to run")
         client = await get_client()
+        self._mode = mode  # a deployed app's web URLs use its name, an ephemeral one's its id
         digest, data = _bundle.build(self._module)
         exists = await client.json("GET", f"/v1/blobs/{digest}/exists")
         if not exists["exists"]:

@@ -148,7 +148,23 @@ class ProviderError(Error):
     http_status = 503
 
 
+class WebUpstreamError(Error):
+    """A web function's container failed to load, died, or broke off a response."""
+
+    code = "web.upstream_failed"
+    http_status = 502
+
+
+class WebTimeoutError(TimeoutError):
+    """A web request got no response within the function's timeout."""
+
+    code = "web.timeout"
+    http_status = 504
+
+
 _CLASSES: list[type[Error]] = [
+    WebUpstreamError,
+    WebTimeoutError,
     Error,
     InvalidError,
     MalformedRequestError,
@@ -178,6 +194,7 @@ _CLASSES: list[type[Error]] = [
 
 # Codes that have no class of their own map onto the nearest class.
 _EXTRA_CODES: dict[str, type[Error]] = {
+    "web.not_found": NotFoundError,
     "auth.missing_key": AuthError,
     "app.not_found": NotFoundError,
     "function.not_found": NotFoundError,
@@ -218,6 +235,9 @@ CODE_TO_CLASS: dict[str, type[Error]] = {cls.code: cls for cls in _CLASSES} | _E
 
 # CLI exit codes: 1 is reserved for "the user's own code failed"; 2 is typer's usage error.
 _EXIT_CODES: dict[str, int] = {
+    "web.not_found": 13,
+    "web.upstream_failed": 17,
+    "web.timeout": 18,
     "internal": 10,
     "invalid_argument": 11,
     "request.malformed": 12,

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from apothic import _wire
+from apothic._worker import web_relay
 from apothic._worker.capacity import capacity
 from apothic._worker.sandbox_host import SandboxHost
 
@@ -160,7 +161,9 @@ class Agent:
 
     async def _handle(self, header: dict[str, Any], payload: bytes) -> None:
         kind = header["t"]
-        if kind == "welcome":
+        if kind.startswith(web_relay.WEB_FRAMES):  # proxied HTTP: the hottest frames, tested first
+            web_relay.to_container(self.containers, self.send, header, payload)
+        elif kind == "welcome":
             self.worker_id = header["worker"]
             if header.get("key"):
                 # A one-time join token was exchanged for this worker's own key: reconnects and
@@ -255,7 +258,9 @@ class Agent:
         while (message := await ct.recv()) is not None:
             header, payload = message
             kind = header["t"]
-            if kind == "ready":
+            if kind.startswith(web_relay.WEB_FRAMES):
+                self.send(header, payload)
+            elif kind == "ready":
                 self.send({"t": "container_ready", "container": ct.id})
             elif kind == "load_failed":
                 ct.stopping = True

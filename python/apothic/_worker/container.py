@@ -114,6 +114,11 @@ def main() -> None:
             try:
                 sys.stdout, sys.stderr = stdout, stderr
                 fn = _load(header)
+                web = getattr(fn, "__apothic_web__", None)
+                if web is not None:  # a web function: its runtime owns the channel from here on
+                    from apothic._worker import web_runtime
+
+                    return web_runtime.serve(channel.sock, channel.buffer, fn, web, [stdout, stderr])
                 channel.send({"t": "ready"})
             except BaseException as e:
                 channel.send({"t": "load_failed", "error": "".join(traceback.format_exception(e))})

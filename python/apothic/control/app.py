@@ -22,12 +22,14 @@ from apothic.control.providers.local import LocalProvider
 from apothic.control.queues import QueueService
 from apothic.control.routes import apps, blobs, dicts, health, jobs, queues, rpc, workers
 from apothic.control.routes import sandboxes as sandbox_routes
+from apothic.control.routes import web as web_routes
 from apothic.control.sandboxes import SandboxManager
 from apothic.control.scheduler import Scheduler
 from apothic.control.store import Database, Store
 from apothic.control.store.dicts import DictStore
 from apothic.control.store.queues import QueueStore
 from apothic.control.store.sandboxes import SandboxStore
+from apothic.control.web import WebService
 
 log = logging.getLogger("apothic.control")
 
@@ -47,6 +49,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     dict_service = DictService(DictStore(store.db), hub)
     await dict_service.restore()
     app[keys.DICTS] = dict_service
+    app[keys.WEB] = WebService(scheduler, store, auth)
     app[keys.STORE], app[keys.HUB], app[keys.SCHEDULER], app[keys.AUTH] = store, hub, scheduler, auth
     app[keys.LOCAL_PROVIDER] = LocalProvider(
         home=config.home, target=config.local_workers, connected=lambda: len(scheduler.workers)
@@ -97,6 +100,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app.add_routes(sandbox_routes.routes)
     for module in (apps, blobs, dicts, health, jobs, queues, rpc, workers):
         app.add_routes(module.routes)
+    app.add_routes(web_routes.routes)
     return app
 
 

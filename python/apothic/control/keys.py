@@ -13,6 +13,7 @@ from apothic.control.queues import QueueService
 from apothic.control.sandboxes import SandboxManager
 from apothic.control.scheduler import Scheduler
 from apothic.control.store import Store
+from apothic.control.web import WebService
 
 CONFIG = web.AppKey("config", ServerConfig)
 STORE = web.AppKey("store", Store)
@@ -22,4 +23,5 @@ AUTH = web.AppKey("auth", Auth)
 LOCAL_PROVIDER = web.AppKey("local_provider", LocalProvider)
 QUEUES = web.AppKey("queues", QueueService)
 DICTS = web.AppKey("dicts", DictService)
+WEB = web.AppKey("web", WebService)
 SANDBOXES = web.AppKey("sandboxes", SandboxManager)

@@ -17,6 +17,8 @@ PRINCIPAL = "principal"
 
 # Routes that authenticate on their own (the worker session uses a join token).
 _SELF_AUTHENTICATED = {"/v1/workers/session"}
+# Web services are public like Modal's; routes/web.py applies their optional proxy auth.
+_PUBLIC_PREFIX = "/web/"
 
 
 def error_response(code: str, message: str, status: int) -> web.Response:
@@ -42,7 +44,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in _SELF_AUTHENTICATED:
+    if request.path in _SELF_AUTHENTICATED or request.path.startswith(_PUBLIC_PREFIX):
         return await handler(request)
     kind = "worker" if request.path.startswith("/v1/blobs/") and request.method == "GET" and \
         request.headers.get("X-Apothic-Worker") else "user"

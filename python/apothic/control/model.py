@@ -112,6 +112,7 @@ class Container:
     # never idles for a round trip between calls.
     jobs: list[str] = field(default_factory=list)
     idle_since: float = field(default_factory=time.monotonic)
+    streams: int = 0  # web requests it is serving now (control/web.py): busy, not idle
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from apothic import _ids
@@ -44,6 +44,9 @@ class Scheduler:
         self.live_apps: dict[str, str] = {}  # app id -> mode (ephemeral | deployed)
         self.last_log_revision: dict[str, int] = {}  # app id -> revision of its latest log line
         self.capacity_wanted = asyncio.Event()
+        # Told ("ready" | "failed" | "dropped", container, message) as containers come and go:
+        # control/web.py routes requests to containers by these.
+        self.container_listeners: list[Callable[[str, Container, str], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ---- start-up: rebuild hot state from the store ------------------------------------
@@ -382,7 +385,17 @@ class Scheduler:
         if worker is not None:
             worker.send({"t": "stop_container", "container": ct.id}, b"")
 
+    def start_container_for(self, function_id: str) -> bool:
+        """Starts one more container of a live function now (web services scale per request)."""
+        fn = self.functions.get(function_id)
+        return fn is not None and fn.live and self._start_container(fn)
+
+    def _notify(self, event: str, ct: Container, message: str = "") -> None:
+        for listener in self.container_listeners:
+            listener(event, ct, message)
+
     def _drop_container(self, ct: Container) -> None:
+        self._notify("dropped", ct)
         self.containers.pop(ct.id, None)
         fn = self.functions.get(ct.function_id)
         if fn is not None:
@@ -475,6 +488,7 @@ class Scheduler:
         if ct is None:
             return
         ct.state, ct.idle_since = "ready", time.monotonic()
+        self._notify("ready", ct)
         fn = self.functions.get(ct.function_id)
         if fn is not None:
             self._pump(fn)
@@ -484,6 +498,7 @@ class Scheduler:
         ct = self.containers.get(container_id)
         if ct is None:
             return
+        self._notify("failed", ct, message)
         self._drop_container(ct)
         fn = self.functions.get(ct.function_id)
         if fn is None:
@@ -570,7 +585,7 @@ class Scheduler:
                 await self._fail_waiting(fn, {"code": "placement.no_match", "message": reason})
                 continue
             self._pump(fn)
-            idle = sorted((c for c in fn.containers.values() if c.state == "ready" and not c.jobs),
+            idle = sorted((c for c in fn.containers.values() if c.state == "ready" and not c.jobs and not c.streams),
                           key=lambda c: c.idle_since)
             surplus = len(fn.containers) - fn.spec.min_containers
             for ct in idle:

@@ -36,6 +36,7 @@ async def worker_session(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=0, compress=False)
     await ws.prepare(request)
     scheduler = request.app[keys.SCHEDULER]
+    web_service = request.app[keys.WEB]
     outbox: asyncio.Queue[bytes] = asyncio.Queue()
 
     async def writer() -> None:
@@ -50,7 +51,9 @@ async def worker_session(request: web.Request) -> web.StreamResponse:
             if msg.type != WSMsgType.BINARY:
                 continue
             header, payload = _wire.unpack(msg.data)
-            if header["t"] == "hello":
+            if worker is not None and header["t"].startswith(("http_", "ws_")):  # proxied HTTP, hottest first
+                web_service.on_frame(worker.id, header, payload)
+            elif header["t"] == "hello":
                 worker = WorkerHandle(
                     id=header.get("worker") or _ids.new_id("worker"),
                     send=lambda h, p=b"": outbox.put_nowait(_wire.pack(h, p)),
