@@ -65,7 +65,7 @@ class OfferTable:
         return OfferTable(_core.OfferTableRef.from_vast_json(body))
 
     def __len__(self) -> int:
-        return int(len(self._ref))
+        return len(self._ref)
 
     def offer(self, index: int) -> dict[str, Any]:
         return dict(self._ref.offer(index))
