@@ -442,3 +442,28 @@ def alive_soon(pid: int | None) -> bool:
     except AssertionError:
         return True
     return False
+
+
+def test_release_idle_gives_back_only_workers_idle_for_their_window(tmp_path: Path, vast: fake_vast.FakeVast) -> None:
+    async def go() -> None:
+        async with Plane(tmp_path) as plane:
+            manager = await plane.manager(vast=vast_client(vast))
+            try:
+                busy_rental = await manager.acquire("fn-a", [A100_UNDER_2])
+                idle_rental = await manager.acquire("fn-b", [{"gpu": "H100"}])
+                assert busy_rental is not None and idle_rental is not None
+                busy, idle = _worker("wk-busy"), _worker("wk-idle")
+                busy.containers.add("ct-1")
+                await manager.worker_joined(busy_rental.id, busy)
+                await manager.worker_joined(idle_rental.id, idle)
+                workers = {w.id: w for w in (busy, idle, _worker("wk-local"))}
+                assert manager.release_idle(workers, lambda r: 3600.0) == []  # not idle long enough yet
+                assert manager.release_idle(workers, lambda r: 0.0) == ["wk-idle"]
+                assert manager.release_idle(workers, lambda r: 0.0) == []  # already on its way
+                await asyncio.gather(*manager._tasks)
+                assert set(vast.instances) == {busy_rental.instance_id}
+                assert set(manager.rentals) == {busy_rental.id}
+            finally:
+                await manager.close()
+
+    asyncio.run(go())

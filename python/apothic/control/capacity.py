@@ -18,7 +18,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,8 @@ class CapacityManager:
         self._booting: dict[str, str] = {}  # function id -> its booting rental id (or _PENDING)
         self._retry_at: dict[str, float] = {}  # function id -> monotonic time it may ask again
         self._workers: dict[str, WorkerHandle] = {}  # rental id -> its connected worker
+        self._idle_since: dict[str, float] = {}  # rental id -> monotonic time its worker went idle
+        self._releasing: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def open(self) -> None:
@@ -348,6 +350,35 @@ class CapacityManager:
             return False
         await self._end(rental)
         return True
+
+    def release_idle(self, workers: Mapping[str, WorkerHandle], window_s: Callable[[Rental], float]) -> list[str]:
+        """Gives back, in the background, every rented worker that has run no container for
+        its window (the scheduler's tick calls this with its workers and, say, the scaledown
+        window of the function the host was rented for). Returns the workers being released."""
+        now = time.monotonic()
+        released = []
+        for rental in list(self.rentals.values()):
+            worker = workers.get(rental.worker_id or "")
+            if worker is None or rental.id in self._releasing:
+                continue
+            if worker.containers:
+                self._idle_since.pop(rental.id, None)
+                continue
+            if now - self._idle_since.setdefault(rental.id, now) >= window_s(rental):
+                self._releasing.add(rental.id)
+                released.append(worker.id)
+                self._spawn(self._release_in_background(rental))
+        return released
+
+    async def _release_in_background(self, rental: Rental) -> None:
+        try:
+            await self._end(rental)
+        except ProviderError as e:
+            log.warning("could not give back %s instance %s (will retry): %s", rental.provider, rental.instance_id,
+                        e.message)
+        finally:
+            self._releasing.discard(rental.id)
+            self._idle_since.pop(rental.id, None)
 
     async def _end(self, rental: Rental) -> None:
         provider = self.providers.get(rental.provider)

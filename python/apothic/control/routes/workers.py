@@ -11,11 +11,12 @@ from aiohttp import WSMsgType, web
 
 from apothic import _ids, _wire
 from apothic.control import keys
+from apothic.control.capacity import CAPACITY
 from apothic.control.middlewares import error_response
 from apothic.control.model import WorkerHandle
 from apothic.control.routes._body import json_response
 from apothic.control.scheduler import Scheduler
-from apothic.exception import Error
+from apothic.exception import AuthError, Error
 
 routes = web.RouteTableDef()
 log = logging.getLogger("apothic.sessions")
@@ -29,8 +30,15 @@ async def list_workers(request: web.Request) -> web.Response:
 
 @routes.get("/v1/workers/session")
 async def worker_session(request: web.Request) -> web.StreamResponse:
+    auth = request.app[keys.AUTH]
     try:
-        await request.app[keys.AUTH].authenticate(request.headers.get("Authorization"), kind="worker")
+        # A rented host's agent presents a one-time join token, then its own key; local agents
+        # present the server's shared worker token.
+        grant = await auth.worker_grant(request.headers.get("Authorization"))
+        if grant is None:
+            await auth.authenticate(request.headers.get("Authorization"), kind="worker")
+        elif request.app.get(CAPACITY) is None or grant.rental not in request.app[CAPACITY].rentals:
+            raise AuthError(f"invalid worker token: rental {grant.rental} was given back")
     except Error as e:
         return error_response(e.code, e.message, e.http_status)
     ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=0, compress=False)
@@ -55,13 +63,19 @@ async def worker_session(request: web.Request) -> web.StreamResponse:
                 web_service.on_frame(worker.id, header, payload)
             elif header["t"] == "hello":
                 worker = WorkerHandle(
-                    id=header.get("worker") or _ids.new_id("worker"),
+                    id=(grant.worker if grant else None) or header.get("worker") or _ids.new_id("worker"),
                     send=lambda h, p=b"": outbox.put_nowait(_wire.pack(h, p)),
                     capacity=header.get("capacity") or {},
                     pid=header.get("pid"),
-                    provider=header.get("provider", "manual"),
+                    provider=grant.provider if grant else header.get("provider", "manual"),
+                    metadata=dict(grant.metadata) if grant else {},
                 )
-                worker.send({"t": "welcome", "worker": worker.id})
+                welcome: dict[str, Any] = {"t": "welcome", "worker": worker.id}
+                if grant is not None:
+                    await request.app[CAPACITY].worker_joined(grant.rental, worker)
+                    if grant.one_time:
+                        welcome["key"] = await auth.exchange(grant, worker.id)  # reconnects use this key
+                worker.send(welcome)
                 scheduler.worker_connected(worker)
                 log.info("worker %s connected (pid %s)", worker.id, worker.pid)
             elif worker is not None and header["t"].startswith("sb_"):
@@ -76,6 +90,8 @@ async def worker_session(request: web.Request) -> web.StreamResponse:
             log.info("worker %s disconnected", worker.id)
             scheduler.worker_disconnected(worker.id)
             request.app[keys.SANDBOXES].worker_disconnected(worker.id)
+            if worker.metadata and request.app.get(CAPACITY) is not None:
+                request.app[CAPACITY].worker_left(worker.id)
     return ws
 
 
