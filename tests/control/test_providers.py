@@ -457,13 +457,50 @@ def test_release_idle_gives_back_only_workers_idle_for_their_window(tmp_path: Pa
                 await manager.worker_joined(busy_rental.id, busy)
                 await manager.worker_joined(idle_rental.id, idle)
                 workers = {w.id: w for w in (busy, idle, _worker("wk-local"))}
+                never = await manager.acquire("fn-c", [{"gpu": "A100", "geolocation": "DE"}])
+                assert never is not None  # its host never joins
                 assert manager.release_idle(workers, lambda r: 3600.0) == []  # not idle long enough yet
-                assert manager.release_idle(workers, lambda r: 0.0) == ["wk-idle"]
+                assert manager.release_idle(workers, lambda r: 0.0) == [idle_rental.id]
                 assert manager.release_idle(workers, lambda r: 0.0) == []  # already on its way
                 await asyncio.gather(*manager._tasks)
-                assert set(vast.instances) == {busy_rental.instance_id}
-                assert set(manager.rentals) == {busy_rental.id}
+                assert set(vast.instances) == {busy_rental.instance_id, never.instance_id}
+                # Past the boot timeout, a host that never joined is given back too, and so is
+                # one whose worker left and stayed away.
+                os.environ["APOTHIC_RENTAL_BOOT_S"] = "0"
+                try:
+                    del workers["wk-busy"]
+                    assert manager.release_idle(workers, lambda r: 3600.0) == [never.id]
+                    await asyncio.sleep(0.01)
+                    assert busy_rental.id in manager.release_idle(workers, lambda r: 3600.0)
+                    await asyncio.gather(*manager._tasks)
+                finally:
+                    del os.environ["APOTHIC_RENTAL_BOOT_S"]
+                assert not vast.instances and not manager.rentals
             finally:
                 await manager.close()
 
     asyncio.run(go())
+
+
+def test_want_rents_once_in_the_background_and_reports_no_match(tmp_path: Path, vast: fake_vast.FakeVast) -> None:
+    async def go() -> list[Any]:
+        errors: list[Any] = []
+        async with Plane(tmp_path) as plane:
+            manager = await plane.manager(vast=vast_client(vast))
+            try:
+                for _ in range(5):  # the scheduler asks on every pump
+                    manager.want("fn-a", [A100_UNDER_2], errors.append)
+                manager.want("fn-z", [{"gpu": "B200"}], errors.append)
+                while manager._tasks:
+                    await asyncio.gather(*manager._tasks)
+                assert len(vast.create_bodies) == 1
+                assert manager.booting("fn-a") is not None
+                manager.want("fn-a", [A100_UNDER_2], errors.append)  # still booting: nothing new
+                await asyncio.gather(*manager._tasks)
+                assert len(vast.create_bodies) == 1
+            finally:
+                await manager.close()
+        return errors
+
+    [error] = asyncio.run(go())
+    assert error.code == "placement.no_match" and "B200" in error.message

@@ -104,6 +104,8 @@ class CapacityManager:
         self._workers: dict[str, WorkerHandle] = {}  # rental id -> its connected worker
         self._idle_since: dict[str, float] = {}  # rental id -> monotonic time its worker went idle
         self._releasing: set[str] = set()
+        self._wanting: set[str] = set()  # functions with a `want` in flight
+        self._gone_since: dict[str, float] = {}  # rental id -> monotonic time its worker was last missed
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def open(self) -> None:
@@ -206,9 +208,12 @@ class CapacityManager:
         """`acquire` in the background, for the scheduler: a provider that fails is retried on a
         later call (after RETRY_AFTER_S); an error that no retry can fix (`placement.no_match`,
         an invalid filter) goes to `on_error`, which fails the function's waiting calls."""
+        if function_id in self._wanting:
+            return  # one acquire per function in flight, however often the scheduler asks
         if function_id in self._booting or time.monotonic() < self._retry_at.get(function_id, 0.0):
             if not self._boot_expired(function_id):
                 return
+        self._wanting.add(function_id)
 
         async def run() -> None:
             try:
@@ -220,6 +225,8 @@ class CapacityManager:
                 on_error(e)
             except Exception:
                 log.exception("renting capacity for %s failed", function_id)
+            finally:
+                self._wanting.discard(function_id)
 
         self._spawn(run())
 
@@ -354,20 +361,35 @@ class CapacityManager:
     def release_idle(self, workers: Mapping[str, WorkerHandle], window_s: Callable[[Rental], float]) -> list[str]:
         """Gives back, in the background, every rented worker that has run no container for
         its window (the scheduler's tick calls this with its workers and, say, the scaledown
-        window of the function the host was rented for). Returns the workers being released."""
+        window of the function the host was rented for); and every rental whose host never
+        joined, or whose worker has been gone, for longer than the boot timeout (we pay for
+        it either way). Returns the ids of the rentals being given back."""
         now = time.monotonic()
         released = []
         for rental in list(self.rentals.values()):
+            if rental.id in self._releasing or rental.instance_id is None:
+                continue  # already going, or still being rented
             worker = workers.get(rental.worker_id or "")
-            if worker is None or rental.id in self._releasing:
-                continue
-            if worker.containers:
+            if worker is None:
                 self._idle_since.pop(rental.id, None)
-                continue
-            if now - self._idle_since.setdefault(rental.id, now) >= window_s(rental):
-                self._releasing.add(rental.id)
-                released.append(worker.id)
-                self._spawn(self._release_in_background(rental))
+                if rental.worker_id is None:
+                    lost = time.time() - rental.created_at > boot_timeout_s()
+                else:
+                    lost = now - self._gone_since.setdefault(rental.id, now) > boot_timeout_s()
+                if not lost:
+                    continue
+                log.warning("giving back %s instance %s: its worker %s", rental.provider, rental.instance_id,
+                            "never joined" if rental.worker_id is None else "has been gone too long")
+            else:
+                self._gone_since.pop(rental.id, None)
+                if worker.containers:
+                    self._idle_since.pop(rental.id, None)
+                    continue
+                if now - self._idle_since.setdefault(rental.id, now) < window_s(rental):
+                    continue
+            self._releasing.add(rental.id)
+            released.append(rental.id)
+            self._spawn(self._release_in_background(rental))
         return released
 
     async def _release_in_background(self, rental: Rental) -> None:
@@ -379,6 +401,7 @@ class CapacityManager:
         finally:
             self._releasing.discard(rental.id)
             self._idle_since.pop(rental.id, None)
+            self._gone_since.pop(rental.id, None)
 
     async def _end(self, rental: Rental) -> None:
         provider = self.providers.get(rental.provider)
