@@ -7,6 +7,7 @@ import typer
 from apothic.cli.app import app_cli
 from apothic.cli.dict import dict_cli
 from apothic.cli.job import job_cli
+from apothic.cli.offers import offers_cli
 from apothic.cli.queue import queue_cli
 from apothic.cli.run import deploy, run
 from apothic.cli.server import server_cli
@@ -39,6 +40,7 @@ cli.add_typer(job_cli, rich_help_panel="Apps")
 cli.add_typer(queue_cli, rich_help_panel="Storage")
 cli.add_typer(dict_cli, rich_help_panel="Storage")
 cli.add_typer(worker_cli, rich_help_panel="Infrastructure")
+cli.add_typer(offers_cli, rich_help_panel="Infrastructure")
 cli.add_typer(server_cli, rich_help_panel="Infrastructure")
 
 
