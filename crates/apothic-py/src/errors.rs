@@ -22,6 +22,7 @@ impl From<CoreErr> for PyErr {
         match err {
             CoreErr::Queue(e) => core_error(e.code(), &e),
             CoreErr::Dict(e) => core_error(e.code(), &e),
+            CoreErr::Session(e) => core_error(e.code(), &e),
         }
     }
 }
@@ -30,11 +31,18 @@ impl From<CoreErr> for PyErr {
 pub enum CoreErr {
     Queue(apothic_queue::QueueError),
     Dict(apothic_dict::DictError),
+    Session(apothic_session::SessionError),
 }
 
 impl From<apothic_queue::QueueError> for CoreErr {
     fn from(e: apothic_queue::QueueError) -> Self {
         CoreErr::Queue(e)
+    }
+}
+
+impl From<apothic_session::SessionError> for CoreErr {
+    fn from(e: apothic_session::SessionError) -> Self {
+        CoreErr::Session(e)
     }
 }
 

@@ -8,6 +8,7 @@ mod dict;
 mod errors;
 mod placement;
 mod queue;
+mod session;
 
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -15,6 +16,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     queue::register(m)?;
     dict::register(m)?;
     placement::register(m)?;
+    session::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
