@@ -129,7 +129,7 @@ class SandboxFilesystemError(Error):
     http_status = 400
 
 
-class SandboxFilesystemNotFoundError(SandboxFilesystemError):
+class SandboxFilesystemNotFoundError(SandboxFilesystemError, NotFoundError):
     code = "sandbox.file_not_found"
     http_status = 404
 

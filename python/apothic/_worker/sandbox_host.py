@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import secrets
@@ -65,6 +66,14 @@ def detect_isolation() -> str:
     return "bubblewrap"
 
 
+def _die_with_agent() -> None:
+    """Runs in the child before exec: the kernel kills it if the agent dies (PR_SET_PDEATHSIG).
+    It reaches only that one process (and bwrap 0.8.0 drops it when it changes credentials:
+    measured, bwrap outlived a SIGKILLed agent), so the lifeline watchdog (`_start`) does the
+    rest; this covers the moment before the watchdog runs."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
 def _bwrap_prefix(root: Path) -> list[str]:
     args = ["bwrap", "--unshare-all", "--share-net", "--die-with-parent", "--new-session",
             "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc",
@@ -82,6 +91,7 @@ def _bwrap_prefix(root: Path) -> list[str]:
 class _Proc:
     id: str
     proc: asyncio.subprocess.Process
+    lifeline: int  # see SandboxHost._start
     unacked: dict[int, int] = field(default_factory=lambda: {1: 0, 2: 0})
     credit: dict[int, asyncio.Event] = field(default_factory=lambda: {1: asyncio.Event(), 2: asyncio.Event()})
     timed_out: bool = False
@@ -96,6 +106,7 @@ class _Session:
 
     name: str
     proc: asyncio.subprocess.Process
+    lifeline: int
     token: str
     out: bytearray = field(default_factory=bytearray)
     err: bytearray = field(default_factory=bytearray)
@@ -200,10 +211,9 @@ class SandboxHost:
         if sb is None:
             return
         sb.ended = True
-        for p in sb.procs.values():
+        for p in [*sb.procs.values(), *sb.sessions.values()]:
             _kill(p.proc)
-        for s in sb.sessions.values():
-            _kill(s.proc)
+            _close(p)
         waits = [p.proc.wait() for p in sb.procs.values()] + [s.proc.wait() for s in sb.sessions.values()]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), 5)
@@ -216,18 +226,39 @@ class SandboxHost:
         """Synchronous last resort (session lost, agent stopping): every process dies now."""
         for sb in list(self.sandboxes.values()):
             sb.ended = True
-            for p in sb.procs.values():
+            for p in [*sb.procs.values(), *sb.sessions.values()]:
                 _kill(p.proc)
-            for s in sb.sessions.values():
-                _kill(s.proc)
+                _close(p)
             shutil.rmtree(sb.root.parent, ignore_errors=True)
         self.sandboxes.clear()
 
     # ---- processes ---------------------------------------------------------------------------
-    def _argv(self, sb: _Sandbox, args: list[str], cwd: Path) -> list[str]:
+    async def _start(self, sb: _Sandbox, args: list[str], cwd: Path,
+                     env: dict[str, str]) -> tuple[asyncio.subprocess.Process, int]:
+        """Starts `args` in the sandbox; returns the process and its lifeline: the write end of a
+        pipe that only this agent holds. A watchdog shell beside the command waits for that pipe
+        to close (the agent closed it, or died, even by SIGKILL) and then kills everything the
+        command started: its process group, or under bubblewrap its whole pid namespace."""
+        if not _findable(args[0], cwd, env["PATH"]):
+            raise NotFoundError(f"no such command in the sandbox: {args[0]!r}", code="sandbox.process_not_found")
+        read_end, lifeline = os.pipe()
+        target = "-1" if self.isolation == "bubblewrap" else "0"
+        # dash takes only one-digit fds in redirections, so the pipe is reopened by its /proc path.
+        watchdog = (f"(read -r _ </proc/self/fd/{read_end}; kill -KILL {target}) </dev/null >/dev/null 2>&1 & "
+                    'exec "$@"')
+        argv = ["sh", "-c", watchdog, "sh", *args]
         if self.isolation == "bubblewrap":
-            return [*_bwrap_prefix(sb.root), "--chdir", str(cwd), "--", *args]
-        return list(args)
+            argv = [*_bwrap_prefix(sb.root), "--chdir", str(cwd), "--", *argv]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                cwd=cwd, env=env, start_new_session=True, pass_fds=(read_end,), preexec_fn=_die_with_agent)
+        except BaseException:
+            os.close(lifeline)
+            raise
+        finally:
+            os.close(read_end)
+        return proc, lifeline
 
     def _env(self, sb: _Sandbox, extra: dict[str, str]) -> dict[str, str]:
         # Never the agent's own environment: it holds the worker's join token.
@@ -244,17 +275,8 @@ class SandboxHost:
 
     async def _spawn(self, sb: _Sandbox, proc_id: str, args: list[str], cwd: Path | None,
                      env: dict[str, str], timeout: float | None) -> None:
-        cwd = cwd or sb.workdir
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *self._argv(sb, args, cwd), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, cwd=cwd, env=self._env(sb, env), start_new_session=True)
-        except FileNotFoundError:
-            raise NotFoundError(f"no such command in the sandbox: {args[0]!r}",
-                                code="sandbox.process_not_found") from None
-        except PermissionError:
-            raise InvalidError(f"command {args[0]!r} is not executable") from None
-        p = _Proc(id=proc_id, proc=proc)
+        proc, lifeline = await self._start(sb, args, cwd or sb.workdir, self._env(sb, env))
+        p = _Proc(id=proc_id, proc=proc, lifeline=lifeline)
         sb.procs[proc_id] = p
         p.tasks = [asyncio.create_task(self._pump(sb, p, proc.stdout, 1)),
                    asyncio.create_task(self._pump(sb, p, proc.stderr, 2))]
@@ -280,6 +302,7 @@ class SandboxHost:
             p.timed_out = True
             _kill(p.proc)
             await p.proc.wait()
+        _close(p)  # whatever the command left running goes with it
         # Output already read goes out before the exit, so a reader never sees exit then data.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*p.tasks[:2], return_exceptions=True), 5)
@@ -345,10 +368,8 @@ class SandboxHost:
 
     async def _open_session(self, sb: _Sandbox, name: str) -> _Session:
         shell = ["bash", "--noprofile", "--norc"] if shutil.which("bash") else ["sh"]
-        proc = await asyncio.create_subprocess_exec(
-            *self._argv(sb, shell, sb.workdir), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, cwd=sb.workdir, env=self._env(sb, {}), start_new_session=True)
-        session = _Session(name=name, proc=proc, token=secrets.token_hex(16))
+        proc, lifeline = await self._start(sb, shell, sb.workdir, self._env(sb, {}))
+        session = _Session(name=name, proc=proc, lifeline=lifeline, token=secrets.token_hex(16))
 
         async def pump(pipe: asyncio.StreamReader | None, buf: bytearray) -> None:
             assert pipe is not None
@@ -359,6 +380,7 @@ class SandboxHost:
 
         async def watch() -> None:
             await proc.wait()  # the exit status lands apart from the pipes' end: wake the reader for both
+            _close(session)
             session.changed.set()
 
         session.tasks = [asyncio.create_task(pump(proc.stdout, session.out)),
@@ -406,6 +428,20 @@ class SandboxHost:
             del s.err[:s.err.find(err_mark) + len(err_mark)]
             return {"stdout": stdout.decode("utf-8", "replace"), "stderr": stderr.decode("utf-8", "replace"),
                     "returncode": returncode, "session_ended": False}
+
+
+def _findable(command: str, cwd: Path, path: str) -> bool:
+    """Whether `command` names an executable, as execvp would look for it. The host's view
+    stands for the sandbox's: bubblewrap shows the host's /usr and the root at their own paths."""
+    if "/" in command:
+        return os.access(cwd / command, os.X_OK)
+    return shutil.which(command, path=path) is not None
+
+
+def _close(holder: _Proc | _Session) -> None:
+    if holder.lifeline >= 0:
+        os.close(holder.lifeline)
+        holder.lifeline = -1
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:
