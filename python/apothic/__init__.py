@@ -2,6 +2,7 @@
 
 from apothic import exception
 from apothic.app import App, LocalEntrypoint
+from apothic.cls import Cls, Obj, enter, exit, method, parameter
 from apothic.dict import Dict, DictEntry, DictLease, DictLock, Election
 from apothic.function import Function, FunctionCall
 from apothic.image import Image
@@ -22,6 +23,7 @@ from apothic.service import (
 __all__ = [
     "App",
     "Claim",
+    "Cls",
     "ContainerProcess",
     "Dict",
     "DictEntry",
@@ -35,6 +37,7 @@ __all__ = [
     "Job",
     "JobEvent",
     "LocalEntrypoint",
+    "Obj",
     "Queue",
     "Retries",
     "Sandbox",
@@ -42,8 +45,12 @@ __all__ = [
     "asgi_app",
     "concurrent",
     "endpoint",
+    "enter",
     "exception",
+    "exit",
     "fastapi_endpoint",
+    "method",
+    "parameter",
     "web_endpoint",
     "web_server",
     "wsgi_app",

@@ -11,6 +11,7 @@ from typing import Any
 
 from apothic import _bundle, _loop, service
 from apothic._client import Client, get_client
+from apothic.cls import Cls
 from apothic.exception import InvalidError
 from apothic.function import Function, validate_options
 from apothic.image import Image
@@ -37,6 +38,7 @@ class App:
         self.image = image
         self.app_id: str | None = None
         self.registered_functions: dict[str, Function] = {}
+        self.registered_classes: dict[str, Cls] = {}
         self.registered_entrypoints: dict[str, LocalEntrypoint] = {}
         self._module: Any = None
         self._printed_revision = 0  # the last log line printed by app.run()
@@ -91,6 +93,29 @@ class App:
 
         return wrap
 
+    def cls(
+        self,
+        _warn_parentheses_missing: Any = None,
+        *,
+        image: Image | None = None,
+        timeout: float | None = None,
+        retries: int | Retries | None = None,
+        min_containers: int | None = None,
+        max_containers: int | None = None,
+        scaledown_window: float | None = None,
+        cpu: float | None = None,
+        memory: int | None = None,
+        gpu: str | list[str] | None = None,
+        serialized: bool = False,
+    ) -> Callable[[type], Cls]:
+        """Registers a class (cls.py) with the options of `@app.function`, checked by it."""
+        if _warn_parentheses_missing is not None:
+            raise InvalidError("use @app.cls() with parentheses")
+        check = self.function(image=image, timeout=timeout, retries=retries, min_containers=min_containers,
+                              max_containers=max_containers, scaledown_window=scaledown_window, cpu=cpu,
+                              memory=memory, gpu=gpu, serialized=serialized)
+        return lambda user_cls: Cls._register(self, user_cls, check)
+
     def sandbox(self, *args: str, name: str | None = None, **options: Any) -> Sandbox:
         """Starts a sandbox of this app: `Sandbox.create(*args, app=self, name=name, ...)`."""
         return Sandbox.create(*args, app=self, name=name, **options)
@@ -140,7 +165,7 @@ class App:
 
     # ---- registration -------------------------------------------------------------------
     async def _register(self, mode: str) -> Client:
-        if self._module is None or not self.registered_functions:
+        if self._module is None or not (self.registered_functions or self.registered_classes):
             raise InvalidError(f"app {self.name!r} has no functions to run")
         client = await get_client()
         self._mode = mode  # a deployed app's web URLs use its name, an ephemeral one's its id
@@ -151,12 +176,14 @@ class App:
         module_name = _bundle.module_name_for(self._module)
         functions = [{"name": n, "module": module_name, "qualname": f._qualname, "options": f.options}  # type: ignore[attr-defined]
                      for n, f in self.registered_functions.items()]
+        functions += [c._wire(module_name) for c in self.registered_classes.values()]
         name = self.name or module_name
         created = await client.json("POST", "/v1/apps", json={"name": name, "mode": mode, "bundle_hash": digest,
                                                                "functions": functions})
         self.app_id = created["app_id"]
         for fname, function_id in created["functions"].items():
-            self.registered_functions[fname]._function_id = function_id
+            registered = self.registered_classes.get(fname) or self.registered_functions[fname]
+            registered._function_id = function_id
         return client
 
     async def _stop(self, client: Client) -> None:
@@ -164,6 +191,8 @@ class App:
             await client.json("POST", f"/v1/apps/{self.app_id}/stop")
         for fn in self.registered_functions.values():
             fn._function_id = None
+        for registered in self.registered_classes.values():
+            registered._function_id = None
 
     @contextlib.contextmanager
     def run(self, *, show_output: bool = True) -> Iterator[App]:

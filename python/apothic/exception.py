@@ -162,6 +162,18 @@ class WebTimeoutError(TimeoutError):
     http_status = 504
 
 
+class InstanceConflictError(ConflictError):
+    """A named class instance exists with other parameters than the ones asked for."""
+
+    code = "cls.instance_conflict"
+
+
+class InstanceStoppedError(ConflictError):
+    """A call to a named class instance after `stop()`."""
+
+    code = "cls.instance_stopped"
+
+
 _CLASSES: list[type[Error]] = [
     WebUpstreamError,
     WebTimeoutError,
@@ -190,6 +202,8 @@ _CLASSES: list[type[Error]] = [
     SandboxFilesystemNotFoundError,
     SandboxPathEscapeError,
     ProviderError,
+    InstanceConflictError,
+    InstanceStoppedError,
 ]
 
 # Codes that have no class of their own map onto the nearest class.
@@ -221,6 +235,9 @@ _EXTRA_CODES: dict[str, type[Error]] = {
     "sandbox.no_worker": TimeoutError,
     "sandbox.file_too_large": InvalidError,
     "provider.rejected": ProviderError,
+    "cls.invalid_params": InvalidError,
+    "cls.not_found": NotFoundError,
+    "cls.method_not_found": NotFoundError,
     "session.protocol": MalformedRequestError,
     "session.closed": ConnectionError,
     "session.dead": ConnectionError,
@@ -289,6 +306,11 @@ _EXIT_CODES: dict[str, int] = {
     "sandbox.filesystem_error": 42,
     "provider.unavailable": 26,
     "provider.rejected": 26,
+    "cls.instance_conflict": 21,
+    "cls.instance_stopped": 21,
+    "cls.invalid_params": 11,
+    "cls.not_found": 13,
+    "cls.method_not_found": 13,
     "session.protocol": 12,
     "session.closed": 15,
     "session.dead": 15,

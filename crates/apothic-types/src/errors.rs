@@ -37,10 +37,15 @@ pub enum ErrorCode {
     SessionStreamLimit,
     PlacementInvalidFilter,
     PlacementNoMatch,
+    ClsInstanceConflict,
+    ClsInstanceStopped,
+    ClsInvalidParams,
+    ClsNotFound,
+    ClsMethodNotFound,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 36] = [
+    pub const ALL: [ErrorCode; 41] = [
         ErrorCode::NotFound,
         ErrorCode::InvalidArgument,
         ErrorCode::QueueEmpty,
@@ -77,6 +82,11 @@ impl ErrorCode {
         ErrorCode::SessionStreamLimit,
         ErrorCode::PlacementInvalidFilter,
         ErrorCode::PlacementNoMatch,
+        ErrorCode::ClsInstanceConflict,
+        ErrorCode::ClsInstanceStopped,
+        ErrorCode::ClsInvalidParams,
+        ErrorCode::ClsNotFound,
+        ErrorCode::ClsMethodNotFound,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -117,6 +127,11 @@ impl ErrorCode {
             ErrorCode::SessionStreamLimit => "session.stream_limit",
             ErrorCode::PlacementInvalidFilter => "placement.invalid_filter",
             ErrorCode::PlacementNoMatch => "placement.no_match",
+            ErrorCode::ClsInstanceConflict => "cls.instance_conflict",
+            ErrorCode::ClsInstanceStopped => "cls.instance_stopped",
+            ErrorCode::ClsInvalidParams => "cls.invalid_params",
+            ErrorCode::ClsNotFound => "cls.not_found",
+            ErrorCode::ClsMethodNotFound => "cls.method_not_found",
         }
     }
 }

@@ -31,6 +31,9 @@ from apothic._worker.capacity import capacity
 from apothic._worker.sandbox_host import SandboxHost
 
 log = logging.getLogger("apothic.agent")
+# How long a container stopped gracefully has for its @exit hooks before SIGKILL. Below the 5 s
+# the local provider gives an agent after SIGTERM, so hooks still run at server shutdown.
+EXIT_GRACE_S = 3.0
 
 
 @dataclass(eq=False)
@@ -64,6 +67,17 @@ class ContainerProc:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
 
+    async def terminate(self, grace_s: float) -> None:
+        """SIGTERM, so the container runs its @exit hooks; SIGKILL if it is still there after `grace_s`."""
+        self.stopping = True
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), grace_s)
+            except TimeoutError:
+                self.kill()
+
 
 class Agent:
     def __init__(self, server: str, token: str, *, home: Path, provider: str, exit_with_parent: bool) -> None:
@@ -80,6 +94,7 @@ class Agent:
         self.stop = asyncio.Event()
         self.outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self.starting: set[asyncio.Task[None]] = set()
+        self.exiting: set[asyncio.Task[None]] = set()  # containers running their @exit hooks
         self.heartbeat_s = float(os.environ.get("APOTHIC_HEARTBEAT_S", "1.0"))
         self.sandboxes = SandboxHost(home, self.send)
 
@@ -127,6 +142,7 @@ class Agent:
             for w in watchers:
                 w.cancel()
             self._kill_all()
+            await asyncio.gather(*self.exiting, return_exceptions=True)
             if self.spare is not None:
                 spare = await self.spare
                 spare.kill()
@@ -193,7 +209,10 @@ class Agent:
         elif kind == "stop_container":
             ct = self.containers.pop(header["container"], None)
             if ct is not None:
-                ct.kill()
+                if header.get("graceful"):
+                    self._terminate(ct)
+                else:
+                    ct.kill()
 
     async def _heartbeats(self) -> None:
         while True:
@@ -211,8 +230,13 @@ class Agent:
     def _kill_all(self) -> None:
         self.sandboxes.kill_all()  # the control plane ends a lost session's sandboxes too
         for ct in self.containers.values():
-            ct.kill()
+            self._terminate(ct)
         self.containers.clear()
+
+    def _terminate(self, ct: ContainerProc) -> None:
+        task = asyncio.create_task(ct.terminate(EXIT_GRACE_S))
+        self.exiting.add(task)
+        task.add_done_callback(self.exiting.discard)
 
     # ---- containers --------------------------------------------------------------------
     async def _spawn(self) -> ContainerProc:
@@ -252,7 +276,7 @@ class Agent:
             asyncio.create_task(self._watch_exit(ct)),
         ]
         ct.send({"t": "load", "bundle_dir": str(bundle_dir), "module": header["module"],
-                 "qualname": header["qualname"]})
+                 "qualname": header["qualname"], "cls": header.get("cls")})
 
     async def _pump_frames(self, ct: ContainerProc) -> None:
         while (message := await ct.recv()) is not None:
@@ -269,6 +293,8 @@ class Agent:
             elif kind == "output":
                 self.send({"t": "log", "job": header.get("job"), "app": ct.app, "container": ct.id,
                            "stream": header["stream"]}, payload)
+            elif kind == "result" and ct.stopping:
+                pass  # stopped by the control plane, which has already settled the call
             elif kind == "result":
                 job, claim = ct.job, ct.claim
                 ct.job = ct.claim = None

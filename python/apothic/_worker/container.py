@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import signal
 import socket
 import sys
 import traceback
@@ -21,6 +22,40 @@ import cloudpickle
 
 from apothic import _wire
 
+_TERM = {signal.SIGTERM}
+
+
+class _Stop(BaseException):
+    """Raised in the main thread by SIGTERM: the agent is stopping this container gracefully."""
+
+
+_stopping = False
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    global _stopping
+    if not _stopping:  # a second SIGTERM must not interrupt the @exit hooks
+        _stopping = True
+        raise _Stop()
+
+
+def _class_instance(target: Any, info: dict[str, Any]) -> Any:
+    """An @app.cls class built with its parameters, @enter run: calls go to its methods."""
+    from apothic.cls import Dispatcher, construct, run_hooks
+
+    obj = construct(getattr(target, "_user_cls", target), info["params"])
+    run_hooks(obj, "enter")
+    return Dispatcher(obj, info["methods"])
+
+
+def _run_exit_hooks(dispatcher: Any) -> None:
+    from apothic.cls import run_hooks
+
+    try:
+        run_hooks(dispatcher.obj, "exit")
+    except BaseException as e:
+        sys.stderr.write("".join(traceback.format_exception(e)))
+
 
 class _Channel:
     def __init__(self, sock: socket.socket) -> None:
@@ -29,7 +64,12 @@ class _Channel:
 
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
         frame = _wire.pack(header, payload)
-        self.sock.sendall(len(frame).to_bytes(4, "big") + frame)
+        # A SIGTERM handled mid-frame would leave the agent a torn frame: it waits until this is out.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _TERM)
+        try:
+            self.sock.sendall(len(frame).to_bytes(4, "big") + frame)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERM)
 
     def recv(self) -> tuple[dict[str, Any], bytes] | None:
         while True:
@@ -104,6 +144,16 @@ def main() -> None:
     _die_with_agent()
     channel = _Channel(socket.socket(fileno=int(os.environ["APOTHIC_CONTAINER_FD"])))
     stdout, stderr = _Output(channel, "stdout"), _Output(channel, "stderr")
+    loaded: dict[str, Any] = {}
+    try:
+        _serve(channel, stdout, stderr, loaded)
+    except _Stop:
+        pass
+    if _stopping and loaded.get("instance") is not None:
+        _run_exit_hooks(loaded["instance"])
+
+
+def _serve(channel: _Channel, stdout: _Output, stderr: _Output, loaded: dict[str, Any]) -> None:
     fn: Any = None
     while True:
         message = channel.recv()
@@ -119,6 +169,9 @@ def main() -> None:
                     from apothic._worker import web_runtime
 
                     return web_runtime.serve(channel.sock, channel.buffer, fn, web, [stdout, stderr])
+                if header.get("cls"):
+                    fn = loaded["instance"] = _class_instance(fn, header["cls"])
+                signal.signal(signal.SIGTERM, _on_sigterm)  # from here a graceful stop runs @exit
                 channel.send({"t": "ready"})
             except BaseException as e:
                 channel.send({"t": "load_failed", "error": "".join(traceback.format_exception(e))})
@@ -143,6 +196,8 @@ def main() -> None:
                 ok = False
             channel.send({"t": "result", "job": header["job"], "ok": ok, "error": error}, result)
             stdout.job = stderr.job = None
+            if _stopping:
+                return
 
 
 if __name__ == "__main__":

@@ -53,6 +53,14 @@ class FunctionSpec:
     qualname: str
     bundle_hash: str
     options: dict[str, Any]
+    # A class (control/instances.py): {"role": "template" | "variant", "methods", "params", ...}.
+    cls: dict[str, Any] | None = None
+
+    @property
+    def dispatchable(self) -> bool:
+        """Whether calls may run: a class template never runs calls itself, its variants do
+        (until a named instance is stopped)."""
+        return self.cls is None or (self.cls.get("role") == "variant" and self.cls.get("status") != "stopped")
 
     @property
     def timeout_s(self) -> float:
@@ -86,6 +94,7 @@ class FunctionSpec:
             "qualname": self.qualname,
             "bundle_hash": self.bundle_hash,
             "options": self.options,
+            "cls": self.cls,
         }
 
     @classmethod
@@ -99,6 +108,7 @@ class FunctionSpec:
             qualname=row["qualname"],
             bundle_hash=row["bundle_hash"],
             options=row.get("options") or {},
+            cls=row.get("cls"),
         )
 
 
@@ -126,7 +136,14 @@ class FunctionRuntime:
     def create(cls, spec: FunctionSpec) -> FunctionRuntime:
         # A lease that runs out counts as a delivery: after max_retries + 1 of them the call is
         # dead-lettered, which for a function call means it failed.
-        return cls(spec=spec, queue=QueueEngine(max_deliveries=spec.retry.max_retries + 1))
+        return cls(spec=spec, queue=QueueEngine(max_deliveries=spec.retry.max_retries + 1),
+                   live=spec.dispatchable)
+
+    @property
+    def slots(self) -> int:
+        # A named instance is an actor: nothing waits in its agent, so calls stay in arrival order
+        # in the queue even when one fails or its container dies.
+        return 1 if self.spec.cls is not None and self.spec.cls.get("instance") else CONTAINER_SLOTS
 
     def count(self, state: str) -> int:
         return sum(1 for c in self.containers.values() if c.state == state)

@@ -16,8 +16,8 @@ from typing import Any
 
 from apothic import _ids
 from apothic.control.hub import Hub
+from apothic.control.instances import Instances
 from apothic.control.model import (
-    CONTAINER_SLOTS,
     TERMINAL,
     Container,
     FunctionRuntime,
@@ -48,6 +48,7 @@ class Scheduler:
         # control/web.py routes requests to containers by these.
         self.container_listeners: list[Callable[[str, Container, str], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.instances = Instances(self)  # class variants and named instances
 
     # ---- start-up: rebuild hot state from the store ------------------------------------
     async def restore(self) -> None:
@@ -67,6 +68,7 @@ class Scheduler:
             self.jobs[job.id] = job
             job.status = "queued"
             job.item_id = fn.queue.restore(job.id.encode(), job.attempts)
+        self.instances.restore()
         log.info("restored %d functions and %d unfinished jobs", len(self.functions), len(self.jobs))
 
     @staticmethod
@@ -101,10 +103,12 @@ class Scheduler:
         await self.store.set_app_state(app_id, "stopped")
         for fn in [f for f in self.functions.values() if f.spec.app_id == app_id]:
             fn.live = False
+            # Containers first, gracefully: their @exit hooks run (a running call is interrupted
+            # and its result ignored), and the calls they held are cancelled below.
+            for ct in list(fn.containers.values()):
+                self._stop_container(ct, graceful=True)
             for job in [j for j in self.jobs.values() if j.function_id == fn.spec.id and j.status not in TERMINAL]:
                 await self._cancel(job, fn, "the app was stopped")
-            for ct in list(fn.containers.values()):
-                self._stop_container(ct)
             del self.functions[fn.spec.id]
 
     # ---- jobs --------------------------------------------------------------------------
@@ -116,6 +120,8 @@ class Scheduler:
         fn = self.functions.get(function_id)
         if fn is None or fn.spec.account != account:
             raise NotFoundError(f"function {function_id} is not running or deployed", code="function.not_found")
+        if fn.spec.cls is not None:
+            self.instances.check_callable(fn)
         now = time.time()
         jobs, records, events = [], [], []
         for payload in payloads:
@@ -302,7 +308,7 @@ class Scheduler:
         while ready:
             # Fill idle containers first, then give each one call to hold in reserve.
             ct = min(ready, key=lambda c: len(c.jobs))
-            if len(ct.jobs) >= CONTAINER_SLOTS:
+            if len(ct.jobs) >= fn.slots:
                 break
             claim, expired = fn.queue.claim(self.lease_ms)
             self._on_expired(fn, expired)
@@ -374,16 +380,18 @@ class Scheduler:
         spec = fn.spec
         worker.send({
             "t": "start_container", "container": ct.id, "function": spec.id, "app": spec.app_id,
-            "bundle": spec.bundle_hash, "module": spec.module, "qualname": spec.qualname,
+            "bundle": spec.bundle_hash, "module": spec.module, "qualname": spec.qualname, "cls": spec.cls,
         }, b"")
         return True
 
-    def _stop_container(self, ct: Container) -> None:
+    def _stop_container(self, ct: Container, graceful: bool = False) -> None:
+        """Stops a container: killed at once, or `graceful`ly (SIGTERM: its @exit hooks run within
+        a grace period, then SIGKILL) when no call of its needs ending now."""
         self._requeue_unstarted(ct)
         self._drop_container(ct)
         worker = self.workers.get(ct.worker_id)
         if worker is not None:
-            worker.send({"t": "stop_container", "container": ct.id}, b"")
+            worker.send({"t": "stop_container", "container": ct.id, "graceful": graceful}, b"")
 
     def start_container_for(self, function_id: str) -> bool:
         """Starts one more container of a live function now (web services scale per request)."""
@@ -592,7 +600,7 @@ class Scheduler:
                 if surplus <= 0:
                     break
                 if now - ct.idle_since >= fn.spec.scaledown_window_s:
-                    self._stop_container(ct)
+                    self._stop_container(ct, graceful=True)
                     surplus -= 1
         for job in [j for j in self.jobs.values() if j.deadline is not None and j.deadline <= now]:
             await self._time_out(job)

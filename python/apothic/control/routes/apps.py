@@ -6,6 +6,7 @@ from aiohttp import web
 
 from apothic import _ids
 from apothic.control import keys
+from apothic.control.instances import template_of
 from apothic.control.middlewares import account_of
 from apothic.control.model import FunctionSpec
 from apothic.control.routes._body import field, json_body, json_response
@@ -49,6 +50,7 @@ async def create_app(request: web.Request) -> web.Response:
             id=_ids.new_id("function"), app_id=app["id"], account=account,
             name=field(raw, "name", str), module=field(raw, "module", str),
             qualname=field(raw, "qualname", str), bundle_hash=bundle, options=options,
+            cls=template_of(raw.get("cls")),
         ))
     await scheduler.register_app(app, specs)
     return json_response({"app_id": app["id"], "functions": {s.name: s.id for s in specs}})
@@ -103,6 +105,51 @@ async def lookup_function(request: web.Request) -> web.Response:
         if app["name"] == app_name and app.get("state") == "deployed":
             for fn in await store.functions_of(app["id"]):
                 if fn["name"] == name:
-                    return json_response({"function_id": fn["id"], "app_id": app["id"], "options": fn["options"]})
+                    return json_response({"function_id": fn["id"], "app_id": app["id"], "options": fn["options"],
+                                          "cls": fn.get("cls")})
             raise NotFoundError(f"app {app_name!r} has no function {name!r}", code="function.not_found")
     raise NotFoundError(f"no deployed app named {app_name!r}", code="app.not_found")
+
+
+# ---- classes (cls.py, control/instances.py) ------------------------------------------------
+def _class_request(body: dict) -> tuple[dict, dict]:
+    params = body.get("params")
+    options = body.get("options") or {}
+    if not isinstance(params, dict | None) or not isinstance(options, dict):
+        raise MalformedRequestError("params and options must be objects")
+    return params, options  # type: ignore[return-value]
+
+
+def _variant_answer(spec: FunctionSpec, **extra: object) -> web.Response:
+    c = spec.cls or {}
+    return json_response({"function_id": spec.id, "params": c.get("params"), "methods": c.get("methods"), **extra})
+
+
+@routes.post("/v1/functions/{function}/variants")
+async def create_class_variant(request: web.Request) -> web.Response:
+    """The pool of a class for some parameter values and options (`Model(x=1)`), made on first use."""
+    params, options = _class_request(await json_body(request))
+    spec = await request.app[keys.SCHEDULER].instances.variant(
+        request.match_info["function"], account_of(request), params or {}, options)
+    return _variant_answer(spec)
+
+
+@routes.post("/v1/functions/{function}/instances")
+async def attach_class_instance(request: web.Request) -> web.Response:
+    """Creates the named instance of a class, or attaches to it (`Model.named("ctr-1", x=1)`)."""
+    body = await json_body(request)
+    name = field(body, "name", str)
+    if not name or len(name) > 128:
+        raise MalformedRequestError("an instance name is a string of 1 to 128 characters")
+    params, options = _class_request(body)
+    spec, created = await request.app[keys.SCHEDULER].instances.named_instance(
+        request.match_info["function"], account_of(request), name, params, options)
+    return _variant_answer(spec, created=created)
+
+
+@routes.post("/v1/functions/{function}/stop")
+async def stop_class_instance(request: web.Request) -> web.Response:
+    """Stops a named instance: its @exit hooks run and later calls fail with cls.instance_stopped."""
+    function_id = request.match_info["function"]
+    await request.app[keys.SCHEDULER].instances.stop(function_id, account_of(request))
+    return json_response({"function_id": function_id, "status": "stopped"})
