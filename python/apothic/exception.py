@@ -175,8 +175,6 @@ class InstanceStoppedError(ConflictError):
 
 
 _CLASSES: list[type[Error]] = [
-    WebUpstreamError,
-    WebTimeoutError,
     Error,
     InvalidError,
     MalformedRequestError,
@@ -204,11 +202,12 @@ _CLASSES: list[type[Error]] = [
     ProviderError,
     InstanceConflictError,
     InstanceStoppedError,
+    WebUpstreamError,
+    WebTimeoutError,
 ]
 
 # Codes that have no class of their own map onto the nearest class.
 _EXTRA_CODES: dict[str, type[Error]] = {
-    "web.not_found": NotFoundError,
     "auth.missing_key": AuthError,
     "app.not_found": NotFoundError,
     "function.not_found": NotFoundError,
@@ -246,15 +245,13 @@ _EXTRA_CODES: dict[str, type[Error]] = {
     "session.stream_reset": ConnectionError,
     "session.buffer_full": ConflictError,
     "session.stream_limit": ConflictError,
+    "web.not_found": NotFoundError,
 }
 
 CODE_TO_CLASS: dict[str, type[Error]] = {cls.code: cls for cls in _CLASSES} | _EXTRA_CODES
 
 # CLI exit codes: 1 is reserved for "the user's own code failed"; 2 is typer's usage error.
 _EXIT_CODES: dict[str, int] = {
-    "web.not_found": 13,
-    "web.upstream_failed": 17,
-    "web.timeout": 18,
     "internal": 10,
     "invalid_argument": 11,
     "request.malformed": 12,
@@ -319,6 +316,9 @@ _EXIT_CODES: dict[str, int] = {
     "session.stream_reset": 15,
     "session.buffer_full": 21,
     "session.stream_limit": 21,
+    "web.not_found": 13,
+    "web.upstream_failed": 17,
+    "web.timeout": 18,
 }
 
 

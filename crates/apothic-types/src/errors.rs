@@ -42,10 +42,13 @@ pub enum ErrorCode {
     ClsInvalidParams,
     ClsNotFound,
     ClsMethodNotFound,
+    WebNotFound,
+    WebUpstreamFailed,
+    WebTimeout,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 41] = [
+    pub const ALL: [ErrorCode; 44] = [
         ErrorCode::NotFound,
         ErrorCode::InvalidArgument,
         ErrorCode::QueueEmpty,
@@ -87,6 +90,9 @@ impl ErrorCode {
         ErrorCode::ClsInvalidParams,
         ErrorCode::ClsNotFound,
         ErrorCode::ClsMethodNotFound,
+        ErrorCode::WebNotFound,
+        ErrorCode::WebUpstreamFailed,
+        ErrorCode::WebTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -132,6 +138,9 @@ impl ErrorCode {
             ErrorCode::ClsInvalidParams => "cls.invalid_params",
             ErrorCode::ClsNotFound => "cls.not_found",
             ErrorCode::ClsMethodNotFound => "cls.method_not_found",
+            ErrorCode::WebNotFound => "web.not_found",
+            ErrorCode::WebUpstreamFailed => "web.upstream_failed",
+            ErrorCode::WebTimeout => "web.timeout",
         }
     }
 }

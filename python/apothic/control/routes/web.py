@@ -47,10 +47,14 @@ def _response_headers(pairs: list[list[str]], *, whole: bool) -> CIMultiDict[str
 
 
 async def _next(stream: Stream, deadline: float | None, fn_name: str, timeout_s: float) -> tuple[dict, bytes]:
+    if deadline is None:
+        return await stream.inbox.get()
+    if not stream.inbox.empty():
+        return stream.inbox.get_nowait()
     try:
-        if deadline is None:
+        # asyncio.timeout, not wait_for: no extra task per request (it showed in the profile)
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
             return await stream.inbox.get()
-        return await asyncio.wait_for(stream.inbox.get(), max(0.0, deadline - time.monotonic()))
     except TimeoutError:
         raise WebTimeoutError(f"{fn_name} did not answer within its {timeout_s:g} s timeout") from None
 
@@ -83,7 +87,9 @@ async def _proxy_http(request: web.Request, service: WebService, stream: Stream,
     scope = _scope(request, request.match_info["tail"])
     body_task: asyncio.Task[None] | None = None
     length = request.content_length
-    if not request.body_exists or (length is not None and length <= _INLINE_BODY):
+    if not request.body_exists:
+        sent = service.send(stream, {"t": "http_open", "scope": scope, "end": True})
+    elif length is not None and length <= _INLINE_BODY:
         sent = service.send(stream, {"t": "http_open", "scope": scope, "end": True}, await request.read())
     else:  # a large or chunked body streams while the app runs (it may answer before reading it all)
         sent = service.send(stream, {"t": "http_open", "scope": scope, "end": False})
