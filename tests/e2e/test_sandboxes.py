@@ -282,3 +282,37 @@ def _workers() -> list[dict[str, Any]]:
         return await client.json("GET", "/v1/workers")
 
     return _loop.run(go())
+
+
+def test_control_plane_sigkill_ends_sandboxes_durably_and_leaves_no_process(tmp_path: Path) -> None:
+    """The record was durable when create() answered; after a SIGKILL of the control plane its
+    agents exit, their sandboxes' processes die with them, and the restarted server says how
+    each sandbox ended."""
+    home = tmp_path / "home"  # a surrealkv store on disk: it must survive the kill
+    info = servers.start(home)
+    try:
+        created = _in_another_process(home, """
+import orjson, apothic
+sb = apothic.Sandbox.create("sleep", "300", app=apothic.App("restart-tests"), name="survivor")
+sb.exec("sleep", "301")
+print(orjson.dumps([sb.object_id, sb.info()["status"]]).decode())
+""")
+        sandbox_id, status = created
+        assert status == "running" and _processes_of(sandbox_id)
+        agents = servers.agent_pids(info["pid"])
+        os.kill(info["pid"], signal.SIGKILL)
+        assert servers.wait_dead(info["pid"])
+        assert all(servers.wait_dead(pid, 10) for pid in agents)
+        deadline = time.monotonic() + 10
+        while _processes_of(sandbox_id) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _processes_of(sandbox_id) == []
+        info = servers.start(home)
+        after = _in_another_process(home, f"""
+import orjson, apothic
+i = apothic.Sandbox.from_id({sandbox_id!r}).info()
+print(orjson.dumps([i["status"], i["reason"], i["name"]]).decode())
+""")
+        assert after == ["worker_lost", "the control plane restarted; its worker session ended", "survivor"]
+    finally:
+        servers.stop(home, info["pid"])

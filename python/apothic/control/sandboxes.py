@@ -143,14 +143,11 @@ class SandboxManager:
     # ---- lifecycle ---------------------------------------------------------------------------
     async def create(self, account: str, spec: dict[str, Any]) -> dict[str, Any]:
         name = spec.get("name")
-        if name is not None:
-            for live in self.live.values():
-                r = live.record
-                if (live.running and r["account"] == account and r["app_name"] == spec["app_name"]
-                        and r["name"] == name):
-                    raise ConflictError(f"app {spec['app_name']!r} already has a running sandbox named {name!r} "
-                                        f"({r['id']})", code="sandbox.name_taken")
+        self._check_name(account, spec["app_name"], name)
         worker = await self._place(spec)
+        # Checked again with no await between the check and the insert below: of two creates
+        # racing for one name, exactly one gets it.
+        self._check_name(account, spec["app_name"], name)
         now = time.time()
         record = {"id": _ids.new_id("sandbox"), "account": account, "name": name, "app_name": spec["app_name"],
                   "app_id": spec.get("app_id"), "worker": worker.id, "status": "starting", "isolation": None,
@@ -175,6 +172,15 @@ class SandboxManager:
                 record["timeout"], lambda: self._spawn(self._end(live, "timed_out", tell_agent=True,
                                                                  reason=f"its {record['timeout']:g} s timeout passed")))
         return record
+
+    def _check_name(self, account: str, app_name: str, name: str | None) -> None:
+        if name is None:
+            return
+        for live in self.live.values():
+            r = live.record
+            if live.running and r["account"] == account and r["app_name"] == app_name and r["name"] == name:
+                raise ConflictError(f"app {app_name!r} already has a running sandbox named {name!r} ({r['id']})",
+                                    code="sandbox.name_taken")
 
     async def _place(self, spec: dict[str, Any]) -> WorkerHandle:
         """The connected worker with the fewest sandboxes that has the cpu and memory asked for;
