@@ -42,8 +42,9 @@ if TYPE_CHECKING:
 
 _ROLES_ATTR = "__apothic_roles__"
 PARAM_TYPES: dict[str, type] = {"int": int, "str": str, "bytes": bytes, "bool": bool}
-# with_options() keywords Modal has that no Apothic provider can honour yet: refused, never dropped.
-_UNSUPPORTED_OPTIONS = ("env", "secrets", "volumes", "region", "cloud", "buffer_containers")
+# with_options() keywords Modal has that Apothic cannot honour yet: refused, never dropped. (gpu:
+# a variant's placement is its class's, computed when @app.cls runs.)
+_UNSUPPORTED_OPTIONS = ("gpu", "env", "secrets", "volumes", "region", "cloud", "buffer_containers")
 
 
 class _NoDefault:
@@ -250,7 +251,7 @@ class Cls:
         """A class of a deployed app, looked up by name on first use."""
         return cls(None, name=name, app_name=app_name)
 
-    def with_options(self, *, cpu: float | None = None, memory: int | None = None, gpu: Any = None,
+    def with_options(self, *, cpu: float | None = None, memory: int | None = None,
                      timeout: float | None = None, retries: Any = None, max_containers: int | None = None,
                      min_containers: int | None = None, scaledown_window: float | None = None,
                      **unsupported: Any) -> Cls:
@@ -266,7 +267,7 @@ class Cls:
             retries = Retries(max_retries=retries)
         if retries is not None and not isinstance(retries, Retries):
             raise InvalidError("retries must be an int or apothic.Retries")
-        given = {"cpu": cpu, "memory": memory, "gpu": gpu, "timeout": timeout,
+        given = {"cpu": cpu, "memory": memory, "timeout": timeout,
                  "retries": retries.wire() if retries is not None else None, "max_containers": max_containers,
                  "min_containers": min_containers, "scaledown_window": scaledown_window}
         overrides = self._overrides | {k: v for k, v in given.items() if v is not None}

@@ -134,6 +134,8 @@ def test_with_options(deployed) -> None:
     assert Counter.with_options(cpu=0.5)(start=4).state.remote()["pid"] != Counter(start=4).state.remote()["pid"]
     with pytest.raises(InvalidError, match="secrets"):
         Counter.with_options(secrets=["s"])
+    with pytest.raises(InvalidError, match="gpu"):  # a variant's placement is its class's
+        Counter.with_options(gpu="A100")
     with pytest.raises(InvalidError, match="max_containers"):
         Counter.with_options(max_containers=0)
     with pytest.raises(TypeError):

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from apothic.control.scheduler import Scheduler
 
 # The options with_options() may change; the SDK refuses the others before they get here.
-_OVERRIDABLE = frozenset({"cpu", "memory", "gpu", "timeout", "retries", "max_containers", "min_containers",
+_OVERRIDABLE = frozenset({"cpu", "memory", "timeout", "retries", "max_containers", "min_containers",
                           "scaledown_window"})
 
 
