@@ -15,6 +15,7 @@ from apothic.cls import Cls
 from apothic.exception import InvalidError
 from apothic.function import Function, validate_options
 from apothic.image import Image
+from apothic.placement import placements_from_options
 from apothic.retries import Retries
 from apothic.sandbox import Sandbox
 
@@ -59,6 +60,11 @@ class App:
         cpu: float | None = None,
         memory: int | None = None,
         gpu: str | list[str] | None = None,
+        gpu_count: int | None = None,
+        min_vram_gb: float | None = None,
+        geolocation: str | list[str] | None = None,
+        max_cost_per_hour_usd: float | None = None,
+        offer_filters: dict[str, Any] | None = None,
         name: str | None = None,
         serialized: bool = False,
     ) -> Callable[[Callable[..., Any]], Function]:
@@ -77,9 +83,13 @@ class App:
             fname = name or raw_f.__name__
             if "<locals>" in raw_f.__qualname__:
                 raise InvalidError(f"{fname}: functions must be defined at module level")
+            placements = placements_from_options(
+                fname, gpu=gpu, gpu_count=gpu_count, min_vram_gb=min_vram_gb, geolocation=geolocation,
+                max_cost_per_hour_usd=max_cost_per_hour_usd, offer_filters=offer_filters)
             options = {"timeout": timeout, "retries": retries.wire() if retries else None,
                        "min_containers": min_containers, "max_containers": max_containers,
-                       "scaledown_window": scaledown_window, "cpu": cpu, "memory": memory, "gpu": gpu}
+                       "scaledown_window": scaledown_window, "cpu": cpu, "memory": memory, "gpu": gpu,
+                       "placements": [p.spec() for p in placements] or None}
             validate_options(fname, options)
             if web is not None:
                 service.check_options(fname, web, options)
@@ -92,33 +102,6 @@ class App:
             return fn
 
         return wrap
-
-    def cls(
-        self,
-        _warn_parentheses_missing: Any = None,
-        *,
-        image: Image | None = None,
-        timeout: float | None = None,
-        retries: int | Retries | None = None,
-        min_containers: int | None = None,
-        max_containers: int | None = None,
-        scaledown_window: float | None = None,
-        cpu: float | None = None,
-        memory: int | None = None,
-        gpu: str | list[str] | None = None,
-        serialized: bool = False,
-    ) -> Callable[[type], Cls]:
-        """Registers a class (cls.py) with the options of `@app.function`, checked by it."""
-        if _warn_parentheses_missing is not None:
-            raise InvalidError("use @app.cls() with parentheses")
-        check = self.function(image=image, timeout=timeout, retries=retries, min_containers=min_containers,
-                              max_containers=max_containers, scaledown_window=scaledown_window, cpu=cpu,
-                              memory=memory, gpu=gpu, serialized=serialized)
-        return lambda user_cls: Cls._register(self, user_cls, check)
-
-    def sandbox(self, *args: str, name: str | None = None, **options: Any) -> Sandbox:
-        """Starts a sandbox of this app: `Sandbox.create(*args, app=self, name=name, ...)`."""
-        return Sandbox.create(*args, app=self, name=name, **options)
 
     # ---- web services (service.py): the decorator and @app.function in one step ----------
     def endpoint(self, *, method: str = "GET", label: str | None = None, requires_proxy_auth: bool = False,
@@ -148,6 +131,40 @@ class App:
                    ) -> Callable[[Callable[..., Any]], Function]:
         return service.stacked(self, service.web_server(port, startup_timeout=startup_timeout, label=label,
                                                         requires_proxy_auth=requires_proxy_auth), function_options)
+
+    def cls(
+        self,
+        _warn_parentheses_missing: Any = None,
+        *,
+        image: Image | None = None,
+        timeout: float | None = None,
+        retries: int | Retries | None = None,
+        min_containers: int | None = None,
+        max_containers: int | None = None,
+        scaledown_window: float | None = None,
+        cpu: float | None = None,
+        memory: int | None = None,
+        gpu: str | list[str] | None = None,
+        gpu_count: int | None = None,
+        min_vram_gb: float | None = None,
+        geolocation: str | list[str] | None = None,
+        max_cost_per_hour_usd: float | None = None,
+        offer_filters: dict[str, Any] | None = None,
+        serialized: bool = False,
+    ) -> Callable[[type], Cls]:
+        """Registers a class (cls.py) with the options of `@app.function`, checked by it."""
+        if _warn_parentheses_missing is not None:
+            raise InvalidError("use @app.cls() with parentheses")
+        check = self.function(image=image, timeout=timeout, retries=retries, min_containers=min_containers,
+                              max_containers=max_containers, scaledown_window=scaledown_window, cpu=cpu,
+                              memory=memory, gpu=gpu, gpu_count=gpu_count, min_vram_gb=min_vram_gb,
+                              geolocation=geolocation, max_cost_per_hour_usd=max_cost_per_hour_usd,
+                              offer_filters=offer_filters, serialized=serialized)
+        return lambda user_cls: Cls._register(self, user_cls, check)
+
+    def sandbox(self, *args: str, name: str | None = None, **options: Any) -> Sandbox:
+        """Starts a sandbox of this app: `Sandbox.create(*args, app=self, name=name, ...)`."""
+        return Sandbox.create(*args, app=self, name=name, **options)
 
     def local_entrypoint(self, _warn_parentheses_missing: Any = None, *, name: str | None = None
                          ) -> Callable[[Callable[..., Any]], LocalEntrypoint]:

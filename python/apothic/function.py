@@ -240,9 +240,6 @@ class Function:
 
 def validate_options(name: str, options: dict[str, Any]) -> None:
     """Fails at decoration time for an option that cannot be honoured."""
-    if options.get("gpu"):
-        raise InvalidError(f"{name}: gpu={options['gpu']!r} cannot be honoured yet: GPU placement "
-                           "arrives with the placement issue")
     for key in ("min_containers", "max_containers"):
         value = options.get(key)
         if value is not None and (not isinstance(value, int) or value < 0):

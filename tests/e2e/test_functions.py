@@ -161,8 +161,12 @@ def test_functions_must_be_module_level() -> None:
 
 
 def test_options_that_cannot_be_honoured_fail_at_decoration() -> None:
-    with pytest.raises(apothic.exception.InvalidError, match="gpu"):
-        idle_app.function(gpu="A100")(never_started.get_raw_f())
+    with pytest.raises(apothic.exception.InvalidError, match="bogus: unknown offer field"):
+        idle_app.function(offer_filters={"bogus": {"eq": 1}})(never_started.get_raw_f())
+    with pytest.raises(apothic.exception.InvalidError, match="reliability"):
+        idle_app.function(offer_filters={"reliability": {"gte": "high"}})(never_started.get_raw_f())
+    with pytest.raises(apothic.exception.InvalidError, match="gpu_name"):
+        idle_app.function(offer_filters={"gpu_name": {"gt": "A100"}})(never_started.get_raw_f())
     with pytest.raises(apothic.exception.InvalidError, match="pip_install"):
         idle_app.function(image=apothic.Image.debian_slim().pip_install("numpy"))
     with pytest.raises(apothic.exception.InvalidError, match="max_retries"):
@@ -172,7 +176,8 @@ def test_options_that_cannot_be_honoured_fail_at_decoration() -> None:
 def test_impossible_requirement_fails_with_placement_no_match(running) -> None:
     with pytest.raises(apothic.exception.Error) as info:
         running.too_big.remote()
-    assert info.value.code == "placement.no_match" and "cpu=100000" in info.value.message
+    assert info.value.code == "placement.no_match" and "cpu gte 100000" in info.value.message
+    assert "Nearest: worker" in info.value.message  # the local worker, with what it failed
 
 
 def test_gather_raises_the_first_failure_in_order(running) -> None:

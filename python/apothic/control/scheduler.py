@@ -26,8 +26,9 @@ from apothic.control.model import (
     WorkerHandle,
     summary_of_record,
 )
+from apothic.control.placement import Placer, compile_requirements
 from apothic.control.store import Store
-from apothic.exception import InvalidError, NotFoundError, OutputExpiredError
+from apothic.exception import NotFoundError, OutputExpiredError
 
 log = logging.getLogger("apothic.scheduler")
 
@@ -44,6 +45,7 @@ class Scheduler:
         self.live_apps: dict[str, str] = {}  # app id -> mode (ephemeral | deployed)
         self.last_log_revision: dict[str, int] = {}  # app id -> revision of its latest log line
         self.capacity_wanted = asyncio.Event()
+        self.placer = Placer()
         # Told ("ready" | "failed" | "dropped", container, message) as containers come and go:
         # control/web.py routes requests to containers by these.
         self.container_listeners: list[Callable[[str, Container, str], None]] = []
@@ -110,6 +112,7 @@ class Scheduler:
             for job in [j for j in self.jobs.values() if j.function_id == fn.spec.id and j.status not in TERMINAL]:
                 await self._cancel(job, fn, "the app was stopped")
             del self.functions[fn.spec.id]
+            self.placer.forget(fn.spec.id)
 
     # ---- jobs --------------------------------------------------------------------------
     async def submit(self, function_id: str, account: str, payloads: list[bytes], *,
@@ -359,20 +362,12 @@ class Scheduler:
             self._note(job, "queued", "queued", reason=f"container {ct.id} stopped before it began")
         ct.jobs.clear()
 
-    def _eligible(self, fn: FunctionRuntime, worker: WorkerHandle) -> bool:
-        cap = worker.capacity
-        cpu = fn.spec.options.get("cpu")
-        memory = fn.spec.options.get("memory")
-        if cpu is not None and float(cpu) > float(cap.get("cpu", 0)):
-            return False
-        return memory is None or int(memory) <= int(cap.get("memory_mb", 0))
-
     def _start_container(self, fn: FunctionRuntime) -> bool:
-        candidates = [w for w in self.workers.values() if self._eligible(fn, w)]
+        candidates = self.placer.candidates(fn.spec, self.workers)
         if not candidates:
             self.capacity_wanted.set()
             return False
-        worker = min(candidates, key=lambda w: len(w.containers))
+        worker = candidates[0]
         ct = Container(id=_ids.new_id("container"), function_id=fn.spec.id, worker_id=worker.id)
         fn.containers[ct.id] = ct
         self.containers[ct.id] = ct
@@ -414,11 +409,10 @@ class Scheduler:
 
     def unplaceable_reason(self, fn: FunctionRuntime) -> str | None:
         """Why no connected worker could ever run this function, if that is so."""
-        if not self.workers or any(self._eligible(fn, w) for w in self.workers.values()):
+        if not self.workers or self.placer.candidates(fn.spec, self.workers):
             return None
-        best = max(self.workers.values(), key=lambda w: w.capacity.get("cpu", 0))
-        return (f"asks for cpu={fn.spec.options.get('cpu')} memory={fn.spec.options.get('memory')} MiB, but "
-                f"the largest worker has cpu={best.capacity.get('cpu')} memory={best.capacity.get('memory_mb')} MiB")
+        nearest = "; ".join(self.placer.nearest(fn.spec, self.workers))
+        return f"{fn.spec.name} needs {self.placer.describe(fn.spec)}; no worker matches. Nearest: {nearest}"
 
     # ---- attempts ending ---------------------------------------------------------------
     async def _attempt_failed(self, job: Job, fn: FunctionRuntime | None, error: dict[str, str],
@@ -461,6 +455,7 @@ class Scheduler:
     # ---- events from worker sessions -------------------------------------------------
     def worker_connected(self, worker: WorkerHandle) -> None:
         self.workers[worker.id] = worker
+        self.placer.workers_changed()
         for fn in list(self.functions.values()):
             self._pump(fn)
 
@@ -468,6 +463,7 @@ class Scheduler:
         worker = self.workers.pop(worker_id, None)
         if worker is None:
             return
+        self.placer.workers_changed()
         for cid in list(worker.containers):
             ct = self.containers.get(cid)
             if ct is not None:
@@ -622,5 +618,5 @@ class Scheduler:
         return any(len(fn.queue) or fn.spec.min_containers for fn in self.functions.values())
 
     def validate_options(self, options: dict[str, Any]) -> None:
-        if options.get("gpu"):
-            raise InvalidError("gpu placement is not available yet: no provider can honour gpu=" f"{options['gpu']!r}")
+        """Refuses requirements that do not compile (the SDK checks first; other clients may not)."""
+        compile_requirements(options)
