@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.support import fake_vast, servers
+from apothic import _client, _loop
+from tests.support import fake_fly, fake_vast, servers
 from tests.support.fake_vast import wait_for
 
 
@@ -28,10 +29,12 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def _sdk_env(home: Path) -> Iterator[None]:
-    """Points this process's SDK at the test's own control plane, then puts everything back."""
+    """Points this process's SDK at the test's own control plane, then puts everything back:
+    the environment and the process's one client (which the session's server may hold)."""
     wanted = servers.env_for(home)
     names = ("APOTHIC_HOME", "APOTHIC_SERVER_URL", "APOTHIC_API_KEY")
     saved = {k: os.environ.get(k) for k in names}
+    saved_client, _client._client = _client._client, None
     for k in names:
         os.environ.pop(k, None)
         if k in wanted:
@@ -39,6 +42,10 @@ def _sdk_env(home: Path) -> Iterator[None]:
     try:
         yield
     finally:
+        ours, _client._client = _client._client, saved_client
+        if ours is not None:
+            with contextlib.suppress(Exception):
+                _loop.run(ours.close())
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -115,5 +122,32 @@ def test_rent_run_release_and_reconcile_after_restart(tmp_path: Path) -> None:
                 assert rejoined[0]["instance_id"] == kept_id
                 assert set(vast.instances) == {kept_id, foreign.id}
                 assert len(vast.create_bodies) == 2
+        finally:
+            servers.stop(home, info["pid"])
+
+
+def test_fly_machine_is_rented_when_only_fly_sells_the_gpu(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with fake_vast.running(tmp_path / "vast") as vast, fake_fly.running(tmp_path / "fly") as fly:
+        env = {
+            "APOTHIC_DB_URL": "mem://",
+            "APOTHIC_VAST_API_KEY": vast.api_key, "APOTHIC_VAST_API_URL": vast.url,
+            "APOTHIC_FLY_API_TOKEN": fly.token, "APOTHIC_FLY_API_URL": fly.url, "APOTHIC_FLY_APP": fly.app_name,
+        }
+        info = servers.start(home, **env)
+        try:
+            with _sdk_env(home):
+                from tests.e2e.apps import rented
+
+                with rented.app.run(show_output=False):
+                    # Vast's market has no L40S; Fly sells one in ord.
+                    ran = rented.where_l40s.remote()
+                    assert ran["provider"] == "fly"
+                    [machine_id] = list(fly.machines)
+                    assert ran["home"] == str(fly.processes.root / f"host-{machine_id}")
+                    [worker] = [w for w in _workers(info["url"], home) if w["provider"] == "fly"]
+                    assert worker["metadata"]["id"] == "ord/l40s" and worker["instance_id"] == machine_id
+                    assert not vast.create_bodies
+                    wait_for(lambda: not fly.machines, timeout=90)  # given back after its scaledown window
         finally:
             servers.stop(home, info["pid"])

@@ -20,3 +20,8 @@ def where() -> dict:
 @app.function(gpu="H100", scaledown_window=600)
 def where_h100() -> dict:
     return _where()
+
+
+@app.function(gpu="L40S", scaledown_window=2)
+def where_l40s() -> dict:
+    return _where()
