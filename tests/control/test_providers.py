@@ -370,8 +370,12 @@ def test_join_token_is_exchanged_once_for_a_worker_key(tmp_path: Path) -> None:
             offer = {"id": "102", "provider": "vast", "gpu_name": "A100 PCIE"}
             token = await plane.auth.issue_join_token(rental="rt-1", provider="vast", metadata=offer)
             grant = await plane.auth.worker_grant(f"Bearer {token}")
+            twin = await plane.auth.worker_grant(f"Bearer {token}")  # a second agent with the same token
             assert grant is not None and grant.one_time and grant.metadata == offer and grant.rental == "rt-1"
-            key = await plane.auth.exchange(grant, "wk-1")
+            assert twin is not None
+            key, lost = await asyncio.gather(plane.auth.exchange(grant, "wk-1"), plane.auth.exchange(twin, "wk-2"),
+                                             return_exceptions=True)
+            assert isinstance(key, str) and isinstance(lost, AuthError)  # one hello wins
             with pytest.raises(AuthError):
                 await plane.auth.worker_grant(f"Bearer {token}")  # spent
             with pytest.raises(AuthError):

@@ -279,8 +279,8 @@ class CapacityManager:
                 break
             table, failed = await self._search_all(rentable, spec, MAX_OFFERS_TRIED)
             failures.extend(failed)
-            for i in range(len(table) if table is not None else 0):
-                offer = table.offer(i)  # type: ignore[union-attr]
+            offers = [table.offer(i) for i in range(len(table))] if table is not None else []
+            for offer in offers:  # at most MAX_OFFERS_TRIED, already matched and ranked
                 try:
                     return await self._rent(function_id, rentable[offer["provider"]], offer)
                 except ProviderError as e:

@@ -72,9 +72,14 @@ async def worker_session(request: web.Request) -> web.StreamResponse:
                 )
                 welcome: dict[str, Any] = {"t": "welcome", "worker": worker.id}
                 if grant is not None:
-                    await request.app[CAPACITY].worker_joined(grant.rental, worker)
                     if grant.one_time:
-                        welcome["key"] = await auth.exchange(grant, worker.id)  # reconnects use this key
+                        try:
+                            welcome["key"] = await auth.exchange(grant, worker.id)  # reconnects use this key
+                        except AuthError as e:  # two agents raced with one token: the first one won
+                            log.warning("refused worker %s: %s", worker.id, e.message)
+                            worker = None
+                            break
+                    await request.app[CAPACITY].worker_joined(grant.rental, worker)
                 worker.send(welcome)
                 scheduler.worker_connected(worker)
                 log.info("worker %s connected (pid %s)", worker.id, worker.pid)
