@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from apothic.image import Image
 
 _POLL_S = 50.0  # one long poll; the server caps it below its own timeouts
+_READ_ALL_BYTES = 1024 * 1024  # read() asks for this much per round trip (a quarter of the window)
 TERMINAL = ("exited", "terminated", "timed_out", "worker_lost", "failed")
 
 
@@ -64,10 +65,10 @@ class StreamReader:
     def _out(self, data: bytes) -> Any:
         return data.decode("utf-8", "replace") if self._text else data
 
-    async def _fetch(self) -> None:
+    async def _fetch(self, min_bytes: int = 1) -> None:
         client = await get_client()
         _, _, body = await client.request("GET", self._path, params={
-            "fd": str(self._fd), "offset": str(self._offset), "timeout": str(_POLL_S)})
+            "fd": str(self._fd), "offset": str(self._offset), "timeout": str(_POLL_S), "min_bytes": str(min_bytes)})
         header, data = _wire.unpack(body)
         # Reading from our offset acknowledged what came before; the server answers from there.
         self._offset = header["offset"] + len(data)
@@ -76,7 +77,7 @@ class StreamReader:
 
     async def _read_all(self) -> Any:
         while not self._eof:
-            await self._fetch()
+            await self._fetch(_READ_ALL_BYTES)
         data, self._pending = self._pending, b""
         return self._out(data)
 

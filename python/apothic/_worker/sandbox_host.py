@@ -36,7 +36,7 @@ from apothic.exception import Error, ExecTimeoutError, InvalidError, NotFoundErr
 
 log = logging.getLogger("apothic.sandbox")
 
-WINDOW = 1024 * 1024  # unacknowledged output bytes per stream
+WINDOW = 4 * 1024 * 1024  # unacknowledged output bytes per stream
 _CHUNK = 64 * 1024
 _BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

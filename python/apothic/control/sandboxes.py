@@ -45,6 +45,8 @@ _WORKER_WAIT_S = 30.0
 # An ended sandbox stays in memory this long, so its processes' last output can still be read
 # (`Sandbox.create("echo", "hi")`, then `wait()`, then `stdout.read()`).
 _RETAIN_S = 600.0
+# The most one read answers; at most the agent's window (sandbox_host.WINDOW) waits here unread.
+MAX_READ_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(eq=False)
@@ -294,14 +296,17 @@ class SandboxManager:
         return live, proc
 
     async def read(self, account: str, sandbox_id: str, proc_id: str, fd: int, offset: int,
-                   wait: float) -> tuple[int, bool, bytes]:
+                   wait: float, min_bytes: int = 1) -> tuple[int, bool, bytes]:
         """Output of a process's stream from `offset`: (offset of the data, eof, data). Waits up
-        to `wait` seconds for some. Reading from `offset` acknowledges everything before it."""
+        to `wait` seconds for `min_bytes` (or the end). Reading from `offset` acknowledges
+        everything before it. A reader that wants everything asks for a lot at once: one round
+        trip per 64 KiB pipe read capped output at 14 MB/s."""
         live, proc = await self._process(account, sandbox_id, proc_id)
         pipe = proc.pipes[fd]
         self._consume(live, proc, fd, offset)
         deadline = time.monotonic() + wait
-        while not len(pipe.data) and not pipe.eof and live.running:
+        min_bytes = min(max(1, min_bytes), MAX_READ_BYTES)
+        while len(pipe.data) < min_bytes and not pipe.eof and live.running:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -310,7 +315,7 @@ class SandboxManager:
                 await asyncio.wait_for(proc.changed.wait(), left)
         # A sandbox that ended took its processes with it: their streams end there.
         eof = pipe.eof or (not live.running and not len(pipe.data))
-        return pipe.start, eof, bytes(pipe.data[:1024 * 1024])
+        return pipe.start, eof, bytes(pipe.data[:MAX_READ_BYTES])
 
     def _consume(self, live: _Live, proc: _Process, fd: int, offset: int) -> None:
         pipe = proc.pipes[fd]

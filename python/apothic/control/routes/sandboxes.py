@@ -124,9 +124,10 @@ async def read_sandbox_output(request: web.Request) -> web.Response:
     """Output from `offset` on (which acknowledges what came before), as one wire frame:
     header {offset, eof}, payload the bytes."""
     offset = int(float_param(request, "offset", 0))
+    min_bytes = int(float_param(request, "min_bytes", 1))
     start, eof, data = await request.app[keys.SANDBOXES].read(
         account_of(request), request.match_info["sandbox"], request.match_info["process"], _fd(request),
-        offset, _wait(request))
+        offset, _wait(request), min_bytes)
     return _frame({"offset": start, "eof": eof}, data)
 
 
