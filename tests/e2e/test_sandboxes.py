@@ -240,6 +240,23 @@ def test_isolation_is_reported(sb: apothic.Sandbox) -> None:
     assert probe.stdout.read() == ("hidden\n" if isolation == "bubblewrap" else "visible\n")
 
 
+def test_cli_lists_gets_execs_and_terminates(cli: Any) -> None:
+    box = apothic.Sandbox.create(app=app, name="cli-box", timeout=120)
+    try:
+        listed = orjson.loads(cli("sandbox", "list", "--app", "sandbox-tests", "--json").stdout)
+        assert box.object_id in [r["id"] for r in listed]
+        assert orjson.loads(cli("sandbox", "get", box.object_id, "--json").stdout)["name"] == "cli-box"
+        ran = cli("sandbox", "exec", box.object_id, "--", "sh", "-c", "echo out; echo err >&2; exit 5", expect=5)
+        assert (ran.stdout, ran.stderr) == ("out\n", "err\n")
+        cli("sandbox", "terminate", box.object_id)
+        ended = cli("sandbox", "exec", box.object_id, "--", "true", expect=40)
+        assert "sandbox.terminated" in ended.stderr and len(ended.stderr.strip().splitlines()) == 1
+        missing = cli("sandbox", "get", "sb-01M8PAPP01RCQQ29XP07KATKV5", expect=13)
+        assert "sandbox.not_found" in missing.stderr
+    finally:
+        box.terminate()
+
+
 def test_a_lost_worker_ends_its_sandboxes(server: dict) -> None:
     """Runs last: it SIGKILLs the agent holding the sandbox (the local provider starts another)."""
     box = apothic.Sandbox.create(app=app, timeout=120)

@@ -10,6 +10,7 @@ from apothic.cli.job import job_cli
 from apothic.cli.offers import offers_cli
 from apothic.cli.queue import queue_cli
 from apothic.cli.run import deploy, run
+from apothic.cli.sandbox import sandbox_cli
 from apothic.cli.server import server_cli
 from apothic.cli.worker import worker_cli
 
@@ -37,6 +38,7 @@ cli.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_o
 cli.command("deploy")(deploy)
 cli.add_typer(app_cli, rich_help_panel="Apps")
 cli.add_typer(job_cli, rich_help_panel="Apps")
+cli.add_typer(sandbox_cli, rich_help_panel="Apps")
 cli.add_typer(queue_cli, rich_help_panel="Storage")
 cli.add_typer(dict_cli, rich_help_panel="Storage")
 cli.add_typer(worker_cli, rich_help_panel="Infrastructure")
