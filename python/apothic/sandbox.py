@@ -308,7 +308,10 @@ class Sandbox:
         memory: int | None = None,
     ) -> Sandbox:
         """Starts a sandbox on a worker. With `*args`, that command runs in it and the sandbox
-        ends when it exits; without, it stays up until `terminate()` or its `timeout`."""
+        ends when it exits; without, it stays up until `terminate()` or its `timeout` (seconds).
+        `cpu` and `memory` (MiB) choose a worker that has them, as for functions; they are not
+        enforced as limits on the processes. `image` may only be the worker's own environment
+        (`Image.debian_slim()`) until images are built."""
         if app is None:
             raise InvalidError("Sandbox.create needs app=: a sandbox belongs to an app (apothic.App('name'))")
         app_name = app.name or app.app_id
@@ -385,7 +388,8 @@ class Sandbox:
     async def exec(self, *args: str, workdir: str | None = None, env: dict[str, str] | None = None,
                    timeout: float | None = None, text: bool = True) -> ContainerProcess:
         """Starts a command in the sandbox. Read its output: a process whose output nobody reads
-        stops once about 1 MiB per stream waits unread, as under Modal."""
+        stops once 4 MiB per stream waits unread, as under Modal. With `timeout`, the command is
+        killed then (`returncode` -9, `timed_out` True)."""
         if not args or not all(isinstance(a, str) for a in args):
             raise InvalidError("exec takes a command as strings: sb.exec('ls', '-l')")
         client = await get_client()
