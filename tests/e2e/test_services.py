@@ -147,6 +147,21 @@ def test_concurrent_requests_overlap_in_one_container(running) -> None:
     assert max(r["started"] for r in results) < min(r["ended"] for r in results)
 
 
+def test_idle_container_scales_down_and_the_next_request_cold_starts(running) -> None:
+    async def pid(s: aiohttp.ClientSession) -> int:
+        async with s.get(running.brief.get_web_url()) as r:
+            assert r.status == 200
+            return (await r.json())["pid"]
+
+    async def check(s: aiohttp.ClientSession) -> tuple[int, int, int]:
+        first, again = await pid(s), await pid(s)
+        await asyncio.sleep(5)  # scaledown_window=1: the idle container is stopped meanwhile
+        return first, again, await pid(s)
+
+    first, again, later = http(check)
+    assert first == again != later
+
+
 def test_error_shapes_404_502_504(running, server: dict) -> None:
     async def check(s: aiohttp.ClientSession) -> None:
         async with s.get(f"{server['url']}/web/no-such-app/hello/") as r:

@@ -158,14 +158,11 @@ class Agent:
             self.send({"t": "hello", "worker": self.worker_id, "pid": os.getpid(), "provider": self.provider,
                        "capacity": capacity(self.home)})
             stopper = asyncio.create_task(self.stop.wait())
+            # Stopping closes the socket, which ends the loop below: no task and wait per frame.
+            stopper.add_done_callback(lambda t: t.cancelled() or asyncio.ensure_future(ws.close()))
             try:
                 while True:
-                    receive = asyncio.create_task(ws.receive())
-                    done, _ = await asyncio.wait({receive, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                    if stopper in done:
-                        receive.cancel()
-                        return
-                    msg = receive.result()
+                    msg = await ws.receive()
                     if msg.type != aiohttp.WSMsgType.BINARY:
                         return  # closed or errored: reconnect
                     header, payload = _wire.unpack(msg.data)

@@ -29,6 +29,11 @@ def slow(seconds: str = "10"):
     return {"slept": seconds}
 
 
+@app.endpoint(scaledown_window=1)
+def brief():
+    return {"pid": os.getpid()}
+
+
 @app.endpoint(method="GET")
 def crash():
     """Kills its own container mid-request: the caller must get a 502."""
