@@ -1,20 +1,26 @@
-//! Matching and ranking over the columnar table. A compiled `Filter` is bound to a table
-//! (string values become per-code lookup tables), then either
+//! Matching over the columnar table. Rows are stored in ranking order, so a match walks
+//! them in that order and stops at the `limit`-th survivor: nothing is sorted or selected
+//! per query. A compiled `Filter` is bound to a table (string values become per-code lookup
+//! tables); price bounds narrow the walk to a range found by binary search; then either
 //! - the most selective string predicate drives: only the rows under its codes in the
-//!   table's inverted index are visited, the rest of the predicates tested row by row; or
+//!   table's inverted index are visited (merged in stored order), the rest tested row by row; or
 //! - every predicate is ANDed into a byte mask chunk by chunk (tight loops the compiler
-//!   vectorizes), skipping the remaining predicates once a chunk has no survivor.
-//!
-//! Survivors go through a bounded max-heap of `limit` entries whose worst price rejects most
-//! rows with one comparison, so ranking never sorts the matches.
+//!   vectorizes), skipping the remaining predicates once a chunk has no survivor. Chunks start
+//!   small and grow, so a broad filter touches only the first few hundred rows.
 
-use std::cmp::Ordering;
+use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::ops::Range;
 
-use crate::filter::{Cmp, Filter, Predicate, Test};
+use crate::field::Field;
+
+use crate::filter::{Cmp, Filter, Predicate, StrMatcher, Test};
 use crate::table::{OfferTable, BOOL_FALSE, BOOL_TRUE};
 
-const CHUNK: usize = 2048;
+const FIRST_CHUNK: usize = 256;
+const CHUNK: usize = 4096;
+/// Candidate rows from the index are filtered this many at a time.
+const BATCH: usize = 512;
 /// The index path pays per visited row what the scan pays per chunk byte several times over,
 /// so it wins only when the driving predicate keeps a small share of the rows.
 const INDEX_SHARE: usize = 8;
@@ -122,12 +128,23 @@ impl<'t> Kernel<'t> {
             },
             Test::Str { matcher, negate } => {
                 let col = t.str_col(p.field);
-                // Each distinct value is tested once, whatever the number of rows.
-                let mut lut: Vec<u8> = col
-                    .dict
-                    .iter()
-                    .map(|s| (matcher.test(s) != *negate) as u8)
-                    .collect();
+                let mut lut: Vec<u8> = match matcher {
+                    // Exact values are looked up, not compared against every distinct value:
+                    // an id column has as many distinct values as rows.
+                    StrMatcher::Exact(values) => {
+                        let mut lut = vec![*negate as u8; col.dict.len()];
+                        for code in values.iter().filter_map(|v| col.code_of(v)) {
+                            lut[code as usize] = !*negate as u8;
+                        }
+                        lut
+                    }
+                    // Otherwise each distinct value is tested once, whatever the number of rows.
+                    _ => col
+                        .dict
+                        .iter()
+                        .map(|s| (matcher.test(s) != *negate) as u8)
+                        .collect(),
+                };
                 lut[0] = *negate as u8;
                 Kernel::Lut {
                     codes: Codes::U32(&col.codes),
@@ -183,10 +200,32 @@ impl<'t> Kernel<'t> {
         }
     }
 
-    fn test_row(&self, row: usize) -> bool {
-        let mut m = [1u8];
-        self.apply(row, &mut m);
-        m[0] != 0
+    /// ANDs this predicate into `mask` for the listed rows (gathered: the index path).
+    fn apply_rows(&self, rows: &[u32], mask: &mut [u8]) {
+        let pairs = mask.iter_mut().zip(rows.iter().map(|&r| r as usize));
+        match self {
+            Kernel::Num { col, op, v } => {
+                let v = *v;
+                match op {
+                    Cmp::Eq => pairs.for_each(|(m, r)| *m &= (col[r] == v) as u8),
+                    Cmp::Neq => pairs.for_each(|(m, r)| *m &= (col[r] != v) as u8),
+                    Cmp::Gt => pairs.for_each(|(m, r)| *m &= (col[r] > v) as u8),
+                    Cmp::Lt => pairs.for_each(|(m, r)| *m &= (col[r] < v) as u8),
+                    Cmp::Gte => pairs.for_each(|(m, r)| *m &= (col[r] >= v) as u8),
+                    Cmp::Lte => pairs.for_each(|(m, r)| *m &= (col[r] <= v) as u8),
+                }
+            }
+            Kernel::Lut { codes, lut } => match codes {
+                Codes::U32(c) => pairs.for_each(|(m, r)| *m &= lut[c[r] as usize]),
+                Codes::U8(c) => pairs.for_each(|(m, r)| *m &= lut[c[r] as usize]),
+            },
+            // The rarer kernels reuse the contiguous path one row at a time.
+            _ => pairs.for_each(|(m, r)| {
+                let mut one = [*m];
+                self.apply(r, &mut one);
+                *m = one[0];
+            }),
+        }
     }
 }
 
@@ -222,16 +261,16 @@ impl<'t> Plan<'t> {
         let impossible = best.is_some_and(|(_, n)| n == 0);
         let driver = best
             .filter(|(_, n)| n * INDEX_SHARE < t.len())
-            .map(|(i, _)| {
+            .and_then(|(i, _)| {
                 let col = t.str_col(filter.preds[i].field);
                 let Kernel::Lut { lut, .. } = &kernels[i] else {
-                    unreachable!("the driver is a string kernel")
+                    return None;
                 };
                 let lists = (0..lut.len())
-                    .filter(|&c| lut[c] != 0)
+                    .filter(|&c| lut[c] != 0 && col.count(c) > 0)
                     .map(|c| col.rows_of(c))
                     .collect();
-                (i, lists)
+                Some((i, lists))
             });
         Plan {
             kernels,
@@ -239,144 +278,106 @@ impl<'t> Plan<'t> {
             impossible,
         }
     }
-}
 
-/// Ranking: price ascending, then reliability descending, then id ascending; a missing price
-/// or reliability ranks after every present one.
-struct Ranked<'t> {
-    price: f64,
-    reliability: f64,
-    id: &'t str,
-    row: usize,
-}
-
-fn cmp_missing_last(a: f64, b: f64) -> Ordering {
-    match (a.is_nan(), b.is_nan()) {
-        (false, false) => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
-        (x, y) => x.cmp(&y),
-    }
-}
-
-impl Ord for Ranked<'_> {
-    fn cmp(&self, o: &Self) -> Ordering {
-        cmp_missing_last(self.price, o.price)
-            .then_with(
-                || match (self.reliability.is_nan(), o.reliability.is_nan()) {
-                    (false, false) => o
-                        .reliability
-                        .partial_cmp(&self.reliability)
-                        .unwrap_or(Ordering::Equal),
-                    (x, y) => x.cmp(&y),
-                },
-            )
-            .then_with(|| self.id.cmp(o.id))
-            .then_with(|| self.row.cmp(&o.row))
-    }
-}
-
-impl PartialOrd for Ranked<'_> {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-
-impl PartialEq for Ranked<'_> {
-    fn eq(&self, o: &Self) -> bool {
-        self.cmp(o) == Ordering::Equal
-    }
-}
-
-impl Eq for Ranked<'_> {}
-
-/// The best `limit` rows seen so far; the heap's top is the worst of them.
-struct TopK<'t> {
-    t: &'t OfferTable,
-    price: &'t [f64],
-    reliability: &'t [f64],
-    limit: usize,
-    heap: BinaryHeap<Ranked<'t>>,
-    /// Worst kept price once full; NaN until then, which lets every row through the quick check.
-    bar: f64,
-}
-
-impl<'t> TopK<'t> {
-    fn new(t: &'t OfferTable, limit: usize) -> TopK<'t> {
-        TopK {
-            t,
-            price: t.price(),
-            reliability: t.reliability(),
-            limit,
-            heap: BinaryHeap::with_capacity(limit + 1),
-            bar: f64::NAN,
-        }
-    }
-
-    #[inline]
-    fn offer(&mut self, row: usize) {
-        let price = self.price[row];
-        // `price > NaN` is false, so rows are only skipped against a real bar.
-        if price > self.bar {
-            return;
-        }
-        let r = Ranked {
-            price,
-            reliability: self.reliability[row],
-            id: self.t.id(row),
-            row,
-        };
-        if self.heap.len() < self.limit {
-            self.heap.push(r);
-        } else if let Some(mut worst) = self.heap.peek_mut() {
-            if r < *worst {
-                *worst = r;
+    /// Filters a batch of candidate rows (ascending) from the driver's index, appending the
+    /// survivors to `out` in order, up to `limit`.
+    fn filter_batch(&self, skip: usize, rows: &[u32], limit: usize, out: &mut Vec<usize>) {
+        let mut mask = [1u8; BATCH];
+        let m = &mut mask[..rows.len()];
+        for (i, k) in self.kernels.iter().enumerate() {
+            if i != skip {
+                k.apply_rows(rows, m);
             }
         }
-        if self.heap.len() == self.limit {
-            self.bar = self.heap.peek().map_or(f64::NAN, |w| w.price);
+        for (&row, &b) in rows.iter().zip(m.iter()) {
+            if b != 0 && out.len() < limit {
+                out.push(row as usize);
+            }
         }
     }
+}
 
-    fn into_rows(self) -> Vec<usize> {
-        self.heap
-            .into_sorted_vec()
-            .into_iter()
-            .map(|r| r.row)
-            .collect()
+/// The stored rows whose price can pass the filter's price predicates: prices are stored
+/// ascending (missing last), so each bound is a binary search.
+fn price_range(filter: &Filter, t: &OfferTable) -> Range<usize> {
+    let price = t.num(Field::PricePerHourUsd);
+    let (mut lo, mut hi) = (0, price.len());
+    for p in filter
+        .preds
+        .iter()
+        .filter(|p| p.field == Field::PricePerHourUsd)
+    {
+        let Test::Num { op, v } = p.test else {
+            continue;
+        };
+        let below = price.partition_point(|&x| x < v);
+        let upto = price.partition_point(|&x| x <= v);
+        match op {
+            Cmp::Lte => hi = hi.min(upto),
+            Cmp::Lt => hi = hi.min(below),
+            Cmp::Gte => lo = lo.max(below),
+            Cmp::Gt => lo = lo.max(upto),
+            Cmp::Eq => {
+                lo = lo.max(below);
+                hi = hi.min(upto);
+            }
+            Cmp::Neq => {}
+        }
     }
+    lo..hi.max(lo)
 }
 
 impl OfferTable {
-    /// Rows passing `filter`, best `limit` first (price, then reliability desc, then id).
+    /// Rows passing `filter`, best `limit` first (price, then reliability desc, then id),
+    /// numbered as they were given to the builder.
     pub fn select(&self, filter: &Filter, limit: usize) -> Vec<usize> {
         if limit == 0 || self.is_empty() {
             return Vec::new();
         }
         let plan = Plan::new(filter, self);
-        if plan.impossible {
+        let range = price_range(filter, self);
+        if plan.impossible || range.is_empty() {
             return Vec::new();
         }
-        let mut top = TopK::new(self, limit);
+        let mut out: Vec<usize> = Vec::with_capacity(limit.min(1024));
         match &plan.driver {
             Some((skip, lists)) => {
-                for rows in lists {
-                    for &row in *rows {
-                        let row = row as usize;
-                        let pass = plan
-                            .kernels
-                            .iter()
-                            .enumerate()
-                            .all(|(i, k)| i == *skip || k.test_row(row));
-                        if pass {
-                            top.offer(row);
+                // Each code's rows are ascending; merging them keeps the stored (ranking) order.
+                let mut heads: BinaryHeap<Reverse<(u32, usize, usize)>> = lists
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(l, rows)| {
+                        let at = rows.partition_point(|&r| (r as usize) < range.start);
+                        rows.get(at).map(|&r| Reverse((r, l, at)))
+                    })
+                    .collect();
+                let mut batch: Vec<u32> = Vec::with_capacity(BATCH);
+                while let Some(Reverse((row, l, at))) = heads.pop() {
+                    if row as usize >= range.end {
+                        continue;
+                    }
+                    batch.push(row);
+                    if batch.len() == BATCH {
+                        plan.filter_batch(*skip, &batch, limit, &mut out);
+                        batch.clear();
+                        if out.len() == limit {
+                            break;
                         }
                     }
+                    if let Some(&next) = lists[l].get(at + 1) {
+                        heads.push(Reverse((next, l, at + 1)));
+                    }
+                }
+                if out.len() < limit {
+                    plan.filter_batch(*skip, &batch, limit, &mut out);
                 }
             }
             None => {
                 let mut mask = [0u8; CHUNK];
-                let mut start = 0;
-                while start < self.len() {
-                    let n = CHUNK.min(self.len() - start);
+                let mut chunk = FIRST_CHUNK;
+                let mut start = range.start;
+                'scan: while start < range.end {
+                    let n = chunk.min(range.end - start);
                     let m = &mut mask[..n];
                     m.fill(1);
                     let mut alive = true;
@@ -390,15 +391,19 @@ impl OfferTable {
                     if alive {
                         for (i, &b) in m.iter().enumerate() {
                             if b != 0 {
-                                top.offer(start + i);
+                                out.push(start + i);
+                                if out.len() == limit {
+                                    break 'scan;
+                                }
                             }
                         }
                     }
                     start += n;
+                    chunk = (chunk * 2).min(CHUNK);
                 }
             }
         }
-        top.into_rows()
+        out.into_iter().map(|r| self.order[r] as usize).collect()
     }
 
     /// The nearest misses: rows failing the fewest predicates (at least one), ties broken by
@@ -423,25 +428,24 @@ impl OfferTable {
             }
             start += n;
         }
-        // Fewest failures first, then the usual ranking: one pass per failure count.
-        let mut out = Vec::new();
+        // Fewest failures first; within a count, stored order is the ranking.
+        let mut rows = Vec::with_capacity(limit);
         let most = failed.iter().copied().max().unwrap_or(0);
         for count in 1..=most {
-            if out.len() >= limit {
+            if rows.len() == limit {
                 break;
             }
-            let mut top = TopK::new(self, limit - out.len());
-            for (row, &f) in failed.iter().enumerate() {
-                if f == count {
-                    top.offer(row);
+            for (row, _) in failed.iter().enumerate().filter(|(_, &f)| f == count) {
+                if rows.len() == limit {
+                    break;
                 }
+                rows.push(row);
             }
-            out.extend(top.into_rows());
         }
-        out.into_iter()
+        rows.into_iter()
             .filter_map(|row| {
-                let offer = self.offer(row)?;
-                Some((row, filter.failures(&offer)))
+                let offer = self.stored_offer(row)?;
+                Some((self.order[row] as usize, filter.failures(&offer)))
             })
             .collect()
     }

@@ -3,7 +3,13 @@
 //! dictionary-encoded as `u32` codes so that `eq`/`in` become a table lookup per row.
 //! Each string column also keeps its rows grouped by code (an inverted index), so a selective
 //! string predicate ("gpu is an H100") visits only the rows it can match.
+//!
+//! Rows are stored in ranking order (price, then reliability descending, then id), sorted once
+//! when the table is built. A match then never sorts or selects: the first `limit` stored rows
+//! that pass are the answer, so a broad filter stops after a few thousand rows and a price cap
+//! becomes a binary search. Callers see the original row numbers (`order`/`position`).
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use crate::error::{PlacementError, Result};
@@ -73,6 +79,10 @@ impl StrColumn {
         self.rows = rows;
     }
 
+    pub fn code_of(&self, value: &str) -> Option<u32> {
+        self.lookup.get(value).copied()
+    }
+
     pub fn count(&self, code: usize) -> usize {
         (self.starts[code + 1] - self.starts[code]) as usize
     }
@@ -98,6 +108,10 @@ pub struct OfferTable {
     pub(crate) gpu_count_valid: Vec<u8>,
     pub(crate) verified: Vec<u8>,
     pub(crate) strings: Vec<StrColumn>,
+    /// `order[stored row]` = the row's number as given to the builder.
+    pub(crate) order: Vec<u32>,
+    /// `position[given row]` = where that row is stored.
+    position: Vec<u32>,
 }
 
 impl OfferTable {
@@ -110,6 +124,8 @@ impl OfferTable {
                 gpu_count_valid: Vec::new(),
                 verified: Vec::new(),
                 strings: vec![StrColumn::new(); STRING_FIELDS.len()],
+                order: Vec::new(),
+                position: Vec::new(),
             },
         }
     }
@@ -138,20 +154,15 @@ impl OfferTable {
         &self.strings[field.slot()]
     }
 
-    pub(crate) fn price(&self) -> &[f64] {
-        self.num(Field::PricePerHourUsd)
-    }
-
-    pub(crate) fn reliability(&self) -> &[f64] {
-        self.num(Field::Reliability)
-    }
-
-    pub(crate) fn id(&self, row: usize) -> &str {
-        self.str_col(Field::Id).get(row).unwrap_or("")
-    }
-
-    /// Row `row` back as an `Offer`.
+    /// Row `row` (numbered as given to the builder) back as an `Offer`.
     pub fn offer(&self, row: usize) -> Option<Offer> {
+        if row >= self.len {
+            return None;
+        }
+        self.stored_offer(self.position[row] as usize)
+    }
+
+    pub(crate) fn stored_offer(&self, row: usize) -> Option<Offer> {
         if row >= self.len {
             return None;
         }
@@ -223,9 +234,58 @@ impl OfferTableBuilder {
     }
 
     pub fn finish(mut self) -> OfferTable {
-        for col in &mut self.table.strings {
+        let t = &mut self.table;
+        let order = rank_order(t);
+        fn permute<T: Copy>(col: &mut Vec<T>, order: &[u32]) {
+            *col = order.iter().map(|&i| col[i as usize]).collect();
+        }
+        for col in &mut t.numbers {
+            permute(col, &order);
+        }
+        permute(&mut t.gpu_count, &order);
+        permute(&mut t.gpu_count_valid, &order);
+        permute(&mut t.verified, &order);
+        for col in &mut t.strings {
+            permute(&mut col.codes, &order);
             col.index();
         }
+        let mut position = vec![0u32; order.len()];
+        for (stored, &given) in order.iter().enumerate() {
+            position[given as usize] = stored as u32;
+        }
+        t.order = order;
+        t.position = position;
         self.table
     }
+}
+
+/// Price ascending, reliability descending, id ascending, then the given order; a missing
+/// price or reliability ranks after every present one.
+pub(crate) fn rank_cmp(price: (f64, f64), reliability: (f64, f64), id: (&str, &str)) -> Ordering {
+    let missing_last = |a: f64, b: f64| match (a.is_nan(), b.is_nan()) {
+        (false, false) => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
+        (x, y) => x.cmp(&y),
+    };
+    missing_last(price.0, price.1)
+        .then_with(|| match (reliability.0.is_nan(), reliability.1.is_nan()) {
+            (false, false) => reliability
+                .1
+                .partial_cmp(&reliability.0)
+                .unwrap_or(Ordering::Equal),
+            (x, y) => x.cmp(&y),
+        })
+        .then_with(|| id.0.cmp(id.1))
+}
+
+fn rank_order(t: &OfferTable) -> Vec<u32> {
+    let price = &t.numbers[Field::PricePerHourUsd.slot()];
+    let rel = &t.numbers[Field::Reliability.slot()];
+    let ids = &t.strings[Field::Id.slot()];
+    let id = |i: usize| ids.dict[ids.codes[i] as usize].as_str();
+    let mut order: Vec<u32> = (0..t.len as u32).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let (a, b) = (a as usize, b as usize);
+        rank_cmp((price[a], price[b]), (rel[a], rel[b]), (id(a), id(b))).then(a.cmp(&b))
+    });
+    order
 }

@@ -98,6 +98,48 @@ fn index_and_scan_paths_agree_with_the_row_filter() {
 }
 
 #[test]
+fn the_index_path_filters_in_batches_and_keeps_the_ranking() {
+    // "SE" is one row in 20 (so its index drives) and holds 1 500 rows: several batches.
+    let offers: Vec<Offer> = (0..30_000)
+        .map(|i| {
+            let geo = if i % 20 == 0 { "SE" } else { "US" };
+            let k = i / 20;
+            offer(
+                &format!("r{i:05}"),
+                ["A100", "H100 SXM"][k % 2],
+                1 + (k % 5) as i64,
+                ((i * 7919) % 1000) as f64 / 100.0,
+                0.9,
+                geo,
+            )
+        })
+        .collect();
+    let t = OfferTable::from_offers(&offers).expect("table");
+    for (json, limit) in [
+        (r#"{"geolocation": "SE", "gpu_count": 5}"#, 64),
+        (r#"{"geolocation": "SE", "gpu": "H100"}"#, 1000),
+        (
+            r#"{"geolocation": "SE", "offer_filters": {"price_per_hour_usd": {"gt": 3, "lte": 8}}}"#,
+            5000,
+        ),
+    ] {
+        let f = compile(json);
+        let mut expected: Vec<&Offer> = offers.iter().filter(|o| f.matches(o)).collect();
+        expected.sort_by(|a, b| {
+            let p = |o: &Offer| o.price_per_hour_usd.unwrap_or(f64::INFINITY);
+            p(a).total_cmp(&p(b)).then(a.id.cmp(&b.id))
+        });
+        assert!(expected.len() > 100, "{json}");
+        let expected: Vec<String> = expected
+            .iter()
+            .take(limit)
+            .map(|o| o.id.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(ids(&t, &t.select(&f, limit)), expected, "{json}");
+    }
+}
+
+#[test]
 fn explain_lists_the_nearest_misses_with_what_each_failed() {
     let offers = vec![
         offer("cheap-4090", "RTX 4090", 1, 0.4, 0.99, "US"),
