@@ -177,7 +177,7 @@ def test_impossible_requirement_fails_with_placement_no_match(running) -> None:
     with pytest.raises(apothic.exception.Error) as info:
         running.too_big.remote()
     assert info.value.code == "placement.no_match" and "cpu gte 100000" in info.value.message
-    assert "Nearest: worker" in info.value.message  # the local worker, with what it failed
+    assert "nearest: local" in info.value.message  # this host, with what it failed
 
 
 def test_gather_raises_the_first_failure_in_order(running) -> None:

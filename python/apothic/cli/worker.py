@@ -36,6 +36,18 @@ def list_(json: JsonOpt = False) -> None:
     if json:
         print_json(workers)
         return
-    rows = [[w["id"], w["status"], w["provider"], w["pid"], w["capacity"].get("cpu"),
-             w["capacity"].get("memory_mb"), len(w["capacity"].get("gpus", [])), w["containers"]] for w in workers]
-    print_table("Workers", ["id", "status", "provider", "pid", "cpu", "memory MiB", "gpus", "containers"], rows)
+    rows = []
+    for w in workers:
+        offer = w.get("offer") or {}
+        gpu = f"{offer.get('gpu_count')}x {offer['gpu_name']}" if offer.get("gpu_name") else "-"
+        price = offer.get("price_per_hour_usd")
+        rows.append([w["id"], w["provider"], w.get("instance_id") or w["pid"], offer.get("cpu"),
+                     _gb(offer.get("memory_gb")), gpu, _gb(offer.get("vram_gb")),
+                     None if price is None else f"{float(price):.3f}", offer.get("reliability"),
+                     offer.get("geolocation"), w["containers"]])
+    print_table("Workers", ["id", "provider", "instance/pid", "cpu", "memory GB", "gpus", "vram GB", "$/hour",
+                            "reliability", "geo", "containers"], rows)
+
+
+def _gb(value: float | None) -> str | None:
+    return None if value is None else f"{float(value):.1f}"

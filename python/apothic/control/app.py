@@ -14,13 +14,14 @@ from aiohttp import web
 
 from apothic.control import keys
 from apothic.control.auth import Auth
+from apothic.control.capacity import CAPACITY, capacity_context
 from apothic.control.config import ServerConfig
 from apothic.control.dicts import DictService
 from apothic.control.hub import Hub
 from apothic.control.middlewares import authenticate, errors
 from apothic.control.providers.local import LocalProvider
 from apothic.control.queues import QueueService
-from apothic.control.routes import apps, blobs, dicts, health, jobs, queues, rpc, workers
+from apothic.control.routes import apps, blobs, dicts, health, jobs, offers, queues, rpc, workers
 from apothic.control.routes import sandboxes as sandbox_routes
 from apothic.control.routes import web as web_routes
 from apothic.control.sandboxes import SandboxManager
@@ -59,6 +60,13 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     await store.close()
 
 
+async def _link_capacity(app: web.Application) -> AsyncIterator[None]:
+    """The scheduler rents through the capacity manager, which starts after the store and auth."""
+    app[keys.SCHEDULER].capacity = app[CAPACITY]
+    yield
+    app[keys.SCHEDULER].capacity = None
+
+
 async def _sandboxes(app: web.Application) -> AsyncIterator[None]:
     scheduler = app[keys.SCHEDULER]
     manager = SandboxManager(SandboxStore(app[keys.STORE].db), lambda: scheduler.workers,
@@ -95,10 +103,10 @@ async def _ticker(app: web.Application) -> AsyncIterator[None]:
 def create_app(config: ServerConfig) -> web.Application:
     app = web.Application(middlewares=[errors, authenticate], client_max_size=80 * 1024 * 1024)
     app[keys.CONFIG] = config
-    app.cleanup_ctx.extend([_state, _ticker])
+    app.cleanup_ctx.extend([_state, capacity_context, _link_capacity, _ticker])
     app.cleanup_ctx.append(_sandboxes)
     app.add_routes(sandbox_routes.routes)
-    for module in (apps, blobs, dicts, health, jobs, queues, rpc, workers):
+    for module in (apps, blobs, dicts, health, jobs, offers, queues, rpc, workers):
         app.add_routes(module.routes)
     app.add_routes(web_routes.routes)
     return app

@@ -12,12 +12,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apothic import _ids
 from apothic.control.hub import Hub
 from apothic.control.instances import Instances
 from apothic.control.model import (
+    DEFAULT_SCALEDOWN_S,
     TERMINAL,
     Container,
     FunctionRuntime,
@@ -26,9 +27,12 @@ from apothic.control.model import (
     WorkerHandle,
     summary_of_record,
 )
-from apothic.control.placement import Placer, compile_requirements
+from apothic.control.placement import Placer, compile_requirements, requirement_specs
 from apothic.control.store import Store
-from apothic.exception import NotFoundError, OutputExpiredError
+from apothic.exception import Error, NotFoundError, OutputExpiredError
+
+if TYPE_CHECKING:
+    from apothic.control.capacity import CapacityManager, Rental
 
 log = logging.getLogger("apothic.scheduler")
 
@@ -46,6 +50,7 @@ class Scheduler:
         self.last_log_revision: dict[str, int] = {}  # app id -> revision of its latest log line
         self.capacity_wanted = asyncio.Event()
         self.placer = Placer()
+        self.capacity: CapacityManager | None = None  # renting from providers; set by the app
         # Told ("ready" | "failed" | "dropped", container, message) as containers come and go:
         # control/web.py routes requests to containers by these.
         self.container_listeners: list[Callable[[str, Container, str], None]] = []
@@ -365,7 +370,7 @@ class Scheduler:
     def _start_container(self, fn: FunctionRuntime) -> bool:
         candidates = self.placer.candidates(fn.spec, self.workers)
         if not candidates:
-            self.capacity_wanted.set()
+            self._want_capacity(fn)
             return False
         worker = candidates[0]
         ct = Container(id=_ids.new_id("container"), function_id=fn.spec.id, worker_id=worker.id)
@@ -407,9 +412,23 @@ class Scheduler:
         if worker is not None:
             worker.containers.discard(ct.id)
 
+    def _want_capacity(self, fn: FunctionRuntime) -> None:
+        """No connected worker fits `fn`. The local provider starts an agent if none is connected;
+        once some are, the capacity manager rents a matching host from a provider, or fails the
+        function's waiting calls with `placement.no_match` when no provider has one."""
+        self.capacity_wanted.set()
+        if self.capacity is None or not self.workers:
+            return  # until the first agent connects, what this host offers is unknown
+
+        def failed(error: Error, fn: FunctionRuntime = fn) -> None:
+            self._spawn(self._fail_waiting(fn, {"code": error.code, "message": error.message}))
+
+        self.capacity.want(fn.spec.id, requirement_specs(fn.spec.options), failed)
+
     def unplaceable_reason(self, fn: FunctionRuntime) -> str | None:
-        """Why no connected worker could ever run this function, if that is so."""
-        if not self.workers or self.placer.candidates(fn.spec, self.workers):
+        """Why no connected worker could ever run this function, when no capacity manager can
+        rent one (with a manager, `_want_capacity` decides)."""
+        if self.capacity is not None or not self.workers or self.placer.candidates(fn.spec, self.workers):
             return None
         nearest = "; ".join(self.placer.nearest(fn.spec, self.workers))
         return f"{fn.spec.name} needs {self.placer.describe(fn.spec)}; no worker matches. Nearest: {nearest}"
@@ -600,6 +619,13 @@ class Scheduler:
                     surplus -= 1
         for job in [j for j in self.jobs.values() if j.deadline is not None and j.deadline <= now]:
             await self._time_out(job)
+        if self.capacity is not None:
+            self.capacity.release_idle(self.workers, self._rental_window)
+
+    def _rental_window(self, rental: Rental) -> float:
+        """How long a rented host may idle: the scaledown window of the function it was rented for."""
+        fn = self.functions.get(rental.function_id)
+        return fn.spec.scaledown_window_s if fn is not None else DEFAULT_SCALEDOWN_S
 
     async def _time_out(self, job: Job) -> None:
         fn = self.functions.get(job.function_id)

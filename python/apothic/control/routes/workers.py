@@ -14,6 +14,7 @@ from apothic.control import keys
 from apothic.control.capacity import CAPACITY
 from apothic.control.middlewares import error_response
 from apothic.control.model import WorkerHandle
+from apothic.control.placement import worker_offer
 from apothic.control.routes._body import json_response
 from apothic.control.scheduler import Scheduler
 from apothic.exception import AuthError, Error
@@ -25,7 +26,8 @@ log = logging.getLogger("apothic.sessions")
 @routes.get("/v1/workers")
 async def list_workers(request: web.Request) -> web.Response:
     workers = request.app[keys.SCHEDULER].workers.values()
-    return json_response([w.summary() for w in workers])
+    # `offer` is the row placement filters match against: what a provider sold, or what this host measured.
+    return json_response([w.summary() | {"offer": worker_offer(w)} for w in workers])
 
 
 @routes.get("/v1/workers/session")

@@ -1,0 +1,56 @@
+"""Placement end to end: the compiled filter reuses connected workers, and a requirement no
+worker or provider can meet fails with `placement.no_match` naming the nearest offers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from apothic.exception import Error
+from tests.e2e.apps import placed
+
+
+@pytest.fixture(scope="module")
+def running(server: dict):
+    with placed.app.run(show_output=False):
+        yield placed
+
+
+def test_a_worker_whose_metadata_passes_the_filter_is_reused(running) -> None:
+    assert running.on_this_host.remote() > 0
+
+
+def test_no_worker_and_no_provider_matches(running) -> None:
+    with pytest.raises(Error) as info:
+        running.nowhere.remote()
+    message = info.value.message
+    assert info.value.code == "placement.no_match"
+    assert "geolocation" in message and "ZZ" in message and "nearest: local" in message
+
+
+def test_every_gpu_fallback_is_tried_before_no_match(running) -> None:
+    with pytest.raises(Error) as info:
+        running.needs_gpus.remote()
+    assert info.value.code == "placement.no_match"
+    assert "H100" in info.value.message and "B200" in info.value.message
+
+
+def test_offers_search_cli(cli) -> None:
+    everything = json.loads(cli("offers", "search", "--json").stdout)
+    assert [o["provider"] for o in everything] == ["local"]  # no rented provider is enabled here
+    assert everything[0]["cpu"] >= 1
+    assert json.loads(cli("offers", "search", "--gpu", "H100", "--json").stdout) == []
+    cheap = cli("offers", "search", "--filter", '{"cpu": {"gte": 1}}', "--max-cost", "1")
+    assert "local" in cheap.stdout
+    bad = cli("offers", "search", "--filter", '{"cpu": {"between": 1}}', expect=None)
+    assert bad.returncode != 0 and "placement.invalid_filter" in bad.stderr and "cpu" in bad.stderr
+    unknown = cli("offers", "search", "--provider", "nimbus", expect=None)
+    assert unknown.returncode != 0 and "nimbus" in unknown.stderr
+
+
+def test_worker_list_shows_offer_metadata(cli) -> None:
+    workers = json.loads(cli("worker", "list", "--json").stdout)
+    assert workers and all(w["offer"]["provider"] == "local" for w in workers)
+    table = cli("worker", "list").stdout
+    assert "local" in table
