@@ -93,6 +93,19 @@ def test_asgi_streaming_response_and_streaming_request(running) -> None:
     http(check)
 
 
+def test_the_app_is_mounted_at_its_url(running) -> None:
+    """Frameworks see root_path /web/{app}/{label}, so the links they build lead back through the proxy."""
+
+    async def check(s: aiohttp.ClientSession) -> None:
+        base = running.streaming.get_web_url()
+        async with s.get(base + "where/x") as r:
+            assert r.status == 200
+            body = await r.json()
+        assert body["url"] == base + "where/x" and base.endswith(body["root_path"] + "/")
+
+    http(check)
+
+
 def test_wsgi_app(running) -> None:
     async def check(s: aiohttp.ClientSession) -> None:
         async with s.post(running.classic.get_web_url() + "some/path?q=1", data=b"payload") as r:

@@ -280,6 +280,7 @@ class Agent:
             header, payload = message
             kind = header["t"]
             if kind.startswith(web_relay.WEB_FRAMES):
+                header["container"] = ct.id  # which container spoke: it may answer only its own streams
                 self.send(header, payload)
             elif kind == "ready":
                 self.send({"t": "container_ready", "container": ct.id})

@@ -19,9 +19,10 @@ class _Container(Protocol):
 def to_container(containers: dict[str, Any], reply: Callable[[dict[str, Any], bytes], None],
                  header: dict[str, Any], payload: bytes) -> None:
     """Hands a frame from the control plane to its container, or answers that it is gone."""
-    ct: _Container | None = containers.get(header.pop("container", ""))
+    container_id = header.pop("container", "")
+    ct: _Container | None = containers.get(container_id)
     if ct is not None and ct.proc.returncode is None:
         ct.send(header, payload)
     elif header["t"] in ("http_open", "ws_open"):
         reply({"t": "http_reset" if header["t"] == "http_open" else "ws_close", "sid": header["sid"],
-               "code": 1011, "message": "the container is no longer running"}, b"")
+               "container": container_id, "code": 1011, "message": "the container is no longer running"}, b"")

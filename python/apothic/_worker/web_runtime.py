@@ -171,8 +171,10 @@ def _proxy_app(port: int) -> ASGIApp:
         return session
 
     def target(scope: Scope) -> str:
+        # The server was started at the root of its port: the proxy's mount point is not its business.
+        path = scope["raw_path"].decode("latin-1")[len(scope.get("root_path", "")):] or "/"
         query = scope["query_string"].decode("latin-1")
-        return base + scope["raw_path"].decode("latin-1") + (f"?{query}" if query else "")
+        return base + path + (f"?{query}" if query else "")
 
     def forwarded(scope: Scope) -> list[tuple[str, str]]:
         return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
@@ -323,7 +325,8 @@ class Runtime:
         scope: Scope = {
             "type": kind, "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
             "scheme": scheme,
-            "path": path, "raw_path": path.encode("utf-8"), "root_path": "",
+            "path": path, "raw_path": raw.get("raw_path", path).encode("latin-1"),
+            "root_path": raw.get("root_path", ""),
             "query_string": raw.get("query", "").encode("latin-1"),
             "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in raw["headers"]],
             "client": tuple(raw["client"]) if raw.get("client") else None, "server": ("127.0.0.1", 80),

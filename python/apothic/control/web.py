@@ -182,7 +182,8 @@ class WebService:
         return True
 
     def on_frame(self, worker_id: str, header: dict[str, Any], payload: bytes) -> None:
-        """A frame from a worker's session: to the stream it names, if that worker serves it."""
+        """A frame from a worker's session: to the stream it names, if that worker and container
+        serve it (user code in one container cannot answer another container's requests)."""
         stream = self.streams.get(header.get("sid", 0))
-        if stream is not None and stream.worker_id == worker_id:
+        if stream is not None and stream.worker_id == worker_id and stream.container.id == header.get("container"):
             stream.inbox.put_nowait((header, payload))

@@ -79,6 +79,10 @@ def _streaming_app():
                 return
             await socket.send_text(f"echo {text}")
 
+    @api.get("/where/{name}")
+    async def where(request: Request, name: str):
+        return {"url": str(request.url_for("where", name=name)), "root_path": request.scope["root_path"]}
+
     @api.get("/wait")
     async def wait(seconds: float = 1.0):
         started = time.time()

@@ -29,13 +29,16 @@ _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transf
                          "trailer", "proxy-authenticate", "proxy-authorization", PROXY_AUTH_HEADER.lower()})
 
 
-def _scope(request: web.Request, tail: str) -> dict[str, Any]:
-    """What the container needs to build the ASGI scope: the app sees itself mounted at /."""
-    prefix = f"/web/{request.match_info['app']}/{request.match_info['label']}"
-    raw_path = request.rel_url.raw_path[len(prefix):] or "/"
+def _scope(request: web.Request) -> dict[str, Any]:
+    """What the container needs to build the ASGI scope. As under `uvicorn --root-path`, the app
+    is mounted at root_path `/web/{app}/{label}` and `path` is the full path, so frameworks
+    route on the rest and build links and redirects that point back through this proxy."""
     peer = request.transport.get_extra_info("peername") if request.transport else None
+    slash = "" if request.match_info["tail"] else "/"  # /web/a/f is the app's root, as /web/a/f/ is
     return {
-        "method": request.method, "path": tail or "/", "raw_path": raw_path, "query": request.query_string,
+        "method": request.method, "path": request.path + slash, "raw_path": request.rel_url.raw_path + slash,
+        "root_path": f"/web/{request.match_info['app']}/{request.match_info['label']}",
+        "query": request.query_string,
         "scheme": request.scheme, "client": list(peer[:2]) if peer else None,
         "headers": [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP],
     }
@@ -84,7 +87,7 @@ async def _pump_body(request: web.Request, service: WebService, stream: Stream) 
 
 async def _proxy_http(request: web.Request, service: WebService, stream: Stream, deadline: float,
                       name: str, timeout_s: float) -> web.StreamResponse:
-    scope = _scope(request, request.match_info["tail"])
+    scope = _scope(request)
     body_task: asyncio.Task[None] | None = None
     length = request.content_length
     if not request.body_exists:
@@ -133,7 +136,7 @@ async def _proxy_http(request: web.Request, service: WebService, stream: Stream,
 
 async def _proxy_websocket(request: web.Request, service: WebService, stream: Stream, deadline: float,
                            name: str, timeout_s: float) -> web.StreamResponse:
-    scope = _scope(request, request.match_info["tail"])
+    scope = _scope(request)
     scope["subprotocols"] = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
                              if p.strip()]
     if not service.send(stream, {"t": "ws_open", "scope": scope}):
