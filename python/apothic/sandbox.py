@@ -26,6 +26,7 @@ from apothic.exception import (
     SandboxTerminatedError,
     SandboxTimeoutError,
 )
+from apothic.placement import placements_from_options
 
 if TYPE_CHECKING:
     from apothic.app import App
@@ -306,6 +307,12 @@ class Sandbox:
         env: dict[str, str] | None = None,
         cpu: float | None = None,
         memory: int | None = None,
+        gpu: str | list[str] | None = None,
+        gpu_count: int | None = None,
+        min_vram_gb: float | None = None,
+        geolocation: str | list[str] | None = None,
+        max_cost_per_hour_usd: float | None = None,
+        offer_filters: dict[str, Any] | None = None,
     ) -> Sandbox:
         """Starts a sandbox on a worker. With `*args`, that command runs in it and the sandbox
         ends when it exits; without, it stays up until `terminate()` or its `timeout` (seconds).
@@ -321,10 +328,14 @@ class Sandbox:
             raise InvalidError("a sandbox's command is strings: Sandbox.create('python', '-c', '...')")
         if image is not None:
             image.check_supported()
+        placements = placements_from_options(
+            "Sandbox.create", gpu=gpu, gpu_count=gpu_count, min_vram_gb=min_vram_gb, geolocation=geolocation,
+            max_cost_per_hour_usd=max_cost_per_hour_usd, offer_filters=offer_filters)
         client = await get_client()
         info = await client.json("POST", "/v1/sandboxes", json={
             "app_name": app_name, "app_id": app.app_id, "name": name, "cmd": list(args) or None,
-            "workdir": workdir, "env": env, "timeout": timeout, "cpu": cpu, "memory": memory})
+            "workdir": workdir, "env": env, "timeout": timeout, "cpu": cpu, "memory": memory,
+            "placements": [p.spec() for p in placements] or None})
         return cls(info["id"], info)
 
     @dual

@@ -54,3 +54,20 @@ def test_worker_list_shows_offer_metadata(cli) -> None:
     assert workers and all(w["offer"]["provider"] == "local" for w in workers)
     table = cli("worker", "list").stdout
     assert "local" in table
+
+
+def test_sandboxes_are_placed_by_the_same_filter_language(server: dict) -> None:
+    import apothic
+
+    app = apothic.App("placed-sandboxes")
+    sb = apothic.Sandbox.create(app=app, offer_filters={"provider": {"eq": "local"}, "cpu": {"gte": 1}})
+    try:
+        assert sb.exec("echo", "placed").stdout.read().strip() == "placed"
+    finally:
+        sb.terminate()
+    with pytest.raises(Error) as info:
+        apothic.Sandbox.create(app=app, gpu="A100:2")
+    assert info.value.code == "placement.no_match" and "A100" in info.value.message
+    with pytest.raises(Error) as bad:
+        apothic.Sandbox.create(app=app, offer_filters={"inet_down": {"gt": "fast"}})
+    assert bad.value.code == "placement.invalid_filter" and "inet_down" in bad.value.message

@@ -70,7 +70,7 @@ async def _link_capacity(app: web.Application) -> AsyncIterator[None]:
 async def _sandboxes(app: web.Application) -> AsyncIterator[None]:
     scheduler = app[keys.SCHEDULER]
     manager = SandboxManager(SandboxStore(app[keys.STORE].db), lambda: scheduler.workers,
-                             scheduler.capacity_wanted.set)
+                             scheduler.capacity_wanted.set, scheduler.placer)
     await manager.restore()
     app[keys.SANDBOXES] = manager
     yield

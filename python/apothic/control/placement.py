@@ -72,9 +72,12 @@ class Placer:
         self._rows: list[str] = []  # worker id of each table row
 
     def filters(self, spec: FunctionSpec) -> list[OfferFilter]:
-        found = self._filters.get(spec.id)
+        return self._compiled(spec.id, spec.options)
+
+    def _compiled(self, key: str, options: dict[str, Any]) -> list[OfferFilter]:
+        found = self._filters.get(key)
         if found is None:
-            found = self._filters[spec.id] = compile_requirements(spec.options)
+            found = self._filters[key] = compile_requirements(options)
         return found
 
     def forget(self, function_id: str) -> None:
@@ -92,25 +95,39 @@ class Placer:
     def candidates(self, spec: FunctionSpec, workers: dict[str, WorkerHandle]) -> list[WorkerHandle]:
         """Connected workers that may run `spec`, best first: the first GPU fallback that any
         worker satisfies wins; among its matches the least loaded, then the best ranked."""
+        return self.candidates_for(spec.id, spec.options, workers)
+
+    def candidates_for(self, key: str, options: dict[str, Any], workers: dict[str, WorkerHandle],
+                       load: dict[str, int] | None = None) -> list[WorkerHandle]:
+        """`candidates` for any options (a sandbox's too), with filters cached under `key` and
+        load counted as containers unless `load` says otherwise."""
         if not workers:
             return []
         table = self._workers_table(workers)
-        for flt in self.filters(spec):
+        for flt in self._compiled(key, options):
             ranked = [workers[self._rows[i]] for i in table.match(flt, _RANKED) if self._rows[i] in workers]
             if ranked:
                 order = {w.id: n for n, w in enumerate(ranked)}
-                return sorted(ranked, key=lambda w: (len(w.containers), order[w.id]))
+                busy = load if load is not None else {w.id: len(w.containers) for w in ranked}
+                return sorted(ranked, key=lambda w: (busy.get(w.id, 0), order[w.id]))
         return []
 
     def nearest(self, spec: FunctionSpec, workers: dict[str, WorkerHandle], limit: int = 3) -> list[str]:
+        return self.nearest_for(spec.id, spec.options, workers, limit)
+
+    def nearest_for(self, key: str, options: dict[str, Any], workers: dict[str, WorkerHandle],
+                    limit: int = 3) -> list[str]:
         """The connected workers that came closest, each with the requirements it failed."""
         if not workers:
             return []
         table = self._workers_table(workers)
         lines = []
-        for offer, failed in table.explain(self.filters(spec)[0], limit):
+        for offer, failed in table.explain(self._compiled(key, options)[0], limit):
             lines.append(f"worker {offer['id']} ({offer.get('provider')}): " + "; ".join(failed))
         return lines
 
     def describe(self, spec: FunctionSpec) -> str:
-        return " or ".join(f.describe() for f in self.filters(spec))
+        return self.describe_for(spec.id, spec.options)
+
+    def describe_for(self, key: str, options: dict[str, Any]) -> str:
+        return " or ".join(f.describe() for f in self._compiled(key, options))

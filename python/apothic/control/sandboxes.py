@@ -23,8 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from apothic import _ids
 from apothic.control.model import WorkerHandle
+from apothic.control.placement import Placer
 from apothic.control.store.sandboxes import SandboxStore
 from apothic.exception import (
     ConflictError,
@@ -88,9 +91,10 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
 
 class SandboxManager:
     def __init__(self, store: SandboxStore, workers: Callable[[], dict[str, WorkerHandle]],
-                 want_capacity: Callable[[], None]) -> None:
+                 want_capacity: Callable[[], None], placer: Placer | None = None) -> None:
         self.store = store
         self._workers = workers
+        self._placer = placer or Placer()
         self._want_capacity = want_capacity
         self.live: dict[str, _Live] = {}
         # Requests awaiting the agent's sb_reply: req -> (sandbox id, future).
@@ -185,23 +189,26 @@ class SandboxManager:
                                     code="sandbox.name_taken")
 
     async def _place(self, spec: dict[str, Any]) -> WorkerHandle:
-        """The connected worker with the fewest sandboxes that has the cpu and memory asked for;
-        waits a while for one to connect (the local provider starts agents on demand)."""
+        """The connected worker with the fewest sandboxes whose offer row passes the sandbox's
+        compiled requirements (cpu, memory, gpu and offer filters: the language functions use);
+        waits a while for one to connect (the local provider starts agents on demand). Sandboxes
+        run on connected workers only: renting a host for one is not done (yet)."""
+        options = {"cpu": spec.get("cpu"), "memory": spec.get("memory"), "placements": spec.get("placements")}
+        key = "sandbox:" + orjson.dumps(options, option=orjson.OPT_SORT_KEYS).decode()
         deadline = time.monotonic() + _WORKER_WAIT_S
         while True:
-            workers = list(self._workers().values())
-            fit = [w for w in workers if _fits(w, spec)]
+            workers = self._workers()
+            counts = dict.fromkeys(workers, 0)
+            for live in self.live.values():
+                if live.running and live.worker.id in counts:
+                    counts[live.worker.id] += 1
+            fit = self._placer.candidates_for(key, options, workers, load=counts)
             if fit:
-                counts = {w.id: 0 for w in fit}
-                for live in self.live.values():
-                    if live.running and live.worker.id in counts:
-                        counts[live.worker.id] += 1
-                return min(fit, key=lambda w: counts[w.id])
+                return fit[0]
             if workers:
-                best = max(workers, key=lambda w: w.capacity.get("cpu", 0))
-                raise Error(f"no worker can hold cpu={spec.get('cpu')} memory={spec.get('memory')} MiB; the largest "
-                            f"has cpu={best.capacity.get('cpu')} memory={best.capacity.get('memory_mb')} MiB",
-                            code="placement.no_match")
+                nearest = "; ".join(self._placer.nearest_for(key, options, workers))
+                raise Error(f"no connected worker offers {self._placer.describe_for(key, options)} "
+                            f"(sandboxes run on connected workers). Nearest: {nearest}", code="placement.no_match")
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"no worker connected within {_WORKER_WAIT_S:g} s to run the sandbox",
                                    code="sandbox.no_worker")
@@ -401,11 +408,6 @@ class SandboxManager:
                                   reason=f"its worker {worker_id} disconnected"))
 
 
-def _fits(worker: WorkerHandle, spec: dict[str, Any]) -> bool:
-    cpu, memory = spec.get("cpu"), spec.get("memory")
-    if cpu is not None and float(cpu) > float(worker.capacity.get("cpu", 0)):
-        return False
-    return memory is None or int(memory) <= int(worker.capacity.get("memory_mb", 0))
 
 
 def _ending(record: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ from aiohttp import web
 from apothic import _wire
 from apothic.control import keys
 from apothic.control.middlewares import account_of
+from apothic.control.placement import compile_requirements
 from apothic.control.routes._body import field, float_param, json_body, json_response
 from apothic.control.sandboxes import DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S, summary
 from apothic.exception import MalformedRequestError
@@ -67,7 +68,10 @@ async def create_sandbox(request: web.Request) -> web.Response:
     spec = {"app_name": app_name, "app_id": field(body, "app_id", str, required=False), "name": name,
             "cmd": _strings(cmd, "cmd") if cmd else None, "workdir": field(body, "workdir", str, required=False),
             "env": _env(body.get("env")), "timeout": _timeout(body.get("timeout"), DEFAULT_TIMEOUT_S),
-            "cpu": cpu, "memory": memory}
+            "cpu": cpu, "memory": memory, "placements": field(body, "placements", list, required=False)}
+    if spec["placements"] is not None and not all(isinstance(p, dict) for p in spec["placements"]):
+        raise MalformedRequestError("each placement must be an object")
+    compile_requirements(spec)  # a bad filter is refused here, with the field it names
     record = await request.app[keys.SANDBOXES].create(account_of(request), spec)
     return json_response(summary(record), status=201)
 
