@@ -43,10 +43,11 @@ lint: build
 
 # Ray is the comparison point; if it cannot be installed, run_bench.py records it as unavailable.
 bench: build
-	$(BIN)/pip install --quiet "pytest-benchmark==5.3.1" "uvicorn==0.54.0" "httptools==0.7.1"
+	$(BIN)/pip install --quiet "pytest-benchmark==5.3.1" "uvicorn==0.54.0" "httptools==0.7.1" "numpy==2.4.6"
 	$(BIN)/pip install --quiet "ray==2.60.0" || echo "ray 2.60.0 could not be installed; benchmarking Apothic alone"
 	$(BIN)/python bench/run_bench.py
 	$(BIN)/python bench/coordination_bench.py
+	$(BIN)/python bench/capacity_bench.py
 	$(BIN)/python bench/web_bench.py
 	cargo run --release -p apothic-session --example mux_bench
 

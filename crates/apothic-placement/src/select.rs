@@ -8,8 +8,6 @@
 //!   vectorizes), skipping the remaining predicates once a chunk has no survivor. Chunks start
 //!   small and grow, so a broad filter touches only the first few hundred rows.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::ops::Range;
 
 use crate::field::Field;
@@ -342,34 +340,35 @@ impl OfferTable {
         let mut out: Vec<usize> = Vec::with_capacity(limit.min(1024));
         match &plan.driver {
             Some((skip, lists)) => {
-                // Each code's rows are ascending; merging them keeps the stored (ranking) order.
-                let mut heads: BinaryHeap<Reverse<(u32, usize, usize)>> = lists
+                // Each code's rows are ascending. Windows of stored rows are taken from every
+                // list at once and sorted, which keeps the stored (ranking) order; a window is
+                // sized to hold a few batches of candidates.
+                let total: usize = lists.iter().map(|l| l.len()).sum();
+                let window = (4 * BATCH * self.len() / total.max(1)).max(BATCH);
+                let mut cursors: Vec<usize> = lists
                     .iter()
-                    .enumerate()
-                    .filter_map(|(l, rows)| {
-                        let at = rows.partition_point(|&r| (r as usize) < range.start);
-                        rows.get(at).map(|&r| Reverse((r, l, at)))
-                    })
+                    .map(|rows| rows.partition_point(|&r| (r as usize) < range.start))
                     .collect();
-                let mut batch: Vec<u32> = Vec::with_capacity(BATCH);
-                while let Some(Reverse((row, l, at))) = heads.pop() {
-                    if row as usize >= range.end {
-                        continue;
+                let mut batch: Vec<u32> = Vec::new();
+                let mut from = range.start;
+                while from < range.end && out.len() < limit {
+                    let to = (from + window).min(range.end);
+                    batch.clear();
+                    for (rows, at) in lists.iter().zip(cursors.iter_mut()) {
+                        let stop = *at + rows[*at..].partition_point(|&r| (r as usize) < to);
+                        batch.extend_from_slice(&rows[*at..stop]);
+                        *at = stop;
                     }
-                    batch.push(row);
-                    if batch.len() == BATCH {
-                        plan.filter_batch(*skip, &batch, limit, &mut out);
-                        batch.clear();
+                    if lists.len() > 1 {
+                        batch.sort_unstable();
+                    }
+                    for part in batch.chunks(BATCH) {
+                        plan.filter_batch(*skip, part, limit, &mut out);
                         if out.len() == limit {
                             break;
                         }
                     }
-                    if let Some(&next) = lists[l].get(at + 1) {
-                        heads.push(Reverse((next, l, at + 1)));
-                    }
-                }
-                if out.len() < limit {
-                    plan.filter_batch(*skip, &batch, limit, &mut out);
+                    from = to;
                 }
             }
             None => {

@@ -99,10 +99,15 @@ fn index_and_scan_paths_agree_with_the_row_filter() {
 
 #[test]
 fn the_index_path_filters_in_batches_and_keeps_the_ranking() {
-    // "SE" is one row in 20 (so its index drives) and holds 1 500 rows: several batches.
+    // "SE" and "NO" are one row in 20 each, so their index drives; together they hold 3 000
+    // rows: several batches, two windows, two posting lists merged.
     let offers: Vec<Offer> = (0..30_000)
         .map(|i| {
-            let geo = if i % 20 == 0 { "SE" } else { "US" };
+            let geo = match i % 20 {
+                0 => "SE",
+                10 => "NO",
+                _ => "US",
+            };
             let k = i / 20;
             offer(
                 &format!("r{i:05}"),
@@ -117,6 +122,8 @@ fn the_index_path_filters_in_batches_and_keeps_the_ranking() {
     let t = OfferTable::from_offers(&offers).expect("table");
     for (json, limit) in [
         (r#"{"geolocation": "SE", "gpu_count": 5}"#, 64),
+        (r#"{"geolocation": ["NO", "SE"], "gpu_count": 5}"#, 400),
+        (r#"{"geolocation": ["NO", "SE"]}"#, 3000),
         (r#"{"geolocation": "SE", "gpu": "H100"}"#, 1000),
         (
             r#"{"geolocation": "SE", "offer_filters": {"price_per_hour_usd": {"gt": 3, "lte": 8}}}"#,
