@@ -131,3 +131,16 @@ def placements_from_options(
             raise InvalidError(f"{name}: {e.message}", code=e.code) from None
         placements.append(placement)
     return placements
+
+
+def no_match_message(name: str, flt: OfferFilter, nearest: list[tuple[dict[str, Any], list[str]]]) -> str:
+    """The one-line `placement.no_match` message: what was asked, then the nearest offers
+    (from `OfferTable.explain`) and the predicates each failed."""
+    parts = []
+    for offer, failed in nearest:
+        price = offer.get("price_per_hour_usd")
+        cost = f", ${price:g}/h" if isinstance(price, (int, float)) else ""
+        parts.append(f"{offer.get('id')} ({offer.get('provider')}, {offer.get('gpu_name')}{cost}) failed "
+                     + ", ".join(failed))
+    near = "; nearest: " + "; ".join(parts) if parts else "; no offers to compare"
+    return f"{name}: no capacity matches {flt.describe()}{near}"

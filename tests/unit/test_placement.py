@@ -10,7 +10,7 @@ import pytest
 
 from apothic._bridge.placement import FIELDS, OfferFilter, OfferTable
 from apothic.exception import InvalidError, exit_code_for
-from apothic.placement import Placement, placements_from_options
+from apothic.placement import Placement, no_match_message, placements_from_options
 
 
 def offer(id: str, gpu: str, count: int, price: float, reliability: float | None = 0.99,
@@ -208,3 +208,15 @@ def test_bad_options_fail_naming_the_function_and_the_field(options: dict[str, A
     assert info.value.code == "placement.invalid_filter"
     assert info.value.message.startswith("train_model: ")
     assert fragment in info.value.message
+
+
+def test_no_match_message_names_the_filter_and_the_nearest_offers() -> None:
+    table = OfferTable.from_offers([offer("77", "RTX 4090", 1, 0.4), offer("78", "A100 PCIE", 1, 1.2)])
+    f = OfferFilter.compile({"gpu": "A100", "gpu_count": 2})
+    message = no_match_message("train", f, table.explain(f, limit=2))
+    assert message == (
+        'train: no capacity matches gpu "A100" and gpu_count gte 2; nearest: '
+        "78 (vast, A100 PCIE, $1.2/h) failed gpu_count gte 2 (was 1); "
+        '77 (vast, RTX 4090, $0.4/h) failed gpu "A100" (was "RTX 4090"), gpu_count gte 2 (was 1)'
+    )
+    assert no_match_message("train", f, []).endswith("gpu_count gte 2; no offers to compare")
