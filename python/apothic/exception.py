@@ -246,6 +246,7 @@ _EXTRA_CODES: dict[str, type[Error]] = {
     "session.buffer_full": ConflictError,
     "session.stream_limit": ConflictError,
     "web.not_found": NotFoundError,
+    "web.websocket_rejected": InvalidError,
 }
 
 CODE_TO_CLASS: dict[str, type[Error]] = {cls.code: cls for cls in _CLASSES} | _EXTRA_CODES
@@ -319,6 +320,7 @@ _EXIT_CODES: dict[str, int] = {
     "web.not_found": 13,
     "web.upstream_failed": 17,
     "web.timeout": 18,
+    "web.websocket_rejected": 11,
 }
 
 

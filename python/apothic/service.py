@@ -112,9 +112,8 @@ def fastapi_endpoint(_warn_parentheses_missing: Any = None, *, method: str = "GE
 
 
 def web_endpoint(*_: Any, **__: Any) -> Any:
-    from apothic.exception import Error
-
-    raise Error("web_endpoint was renamed fastapi_endpoint", code="deprecated")
+    """Modal's old name: it refuses, as Modal's does, pointing at the new one."""
+    raise InvalidError("web_endpoint was renamed fastapi_endpoint")
 
 
 def endpoint(_warn_parentheses_missing: Any = None, *, method: str = "GET", label: str | None = None,

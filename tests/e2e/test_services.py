@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,6 +17,9 @@ import pytest
 import apothic
 from apothic.exception import InvalidError
 from tests.e2e.apps import web
+from tests.support import servers
+
+ROOT = Path(__file__).resolve().parents[2]
 
 Check = Callable[[aiohttp.ClientSession], Awaitable[Any]]
 
@@ -135,6 +141,9 @@ def test_websocket_echo_through_the_proxy(running) -> None:
             closing = await ws.receive(timeout=30)
             assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         assert ws.close_code == 1000
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await s.ws_connect(running.streaming.get_web_url() + "refuse")
+        assert refused.value.status == 403
 
     http(check)
 
@@ -231,6 +240,40 @@ def test_deployed_url_survives_a_redeploy(server: dict, cli) -> None:
         assert first["pong"] and second["pong"] and first["pid"] != second["pid"]
     finally:
         cli("app", "stop", "e2e-web-deployed")
+
+
+_DEPLOY = """
+import sys
+sys.path.insert(0, {root!r})
+from tests.e2e.apps import web
+web.deployed.deploy()
+print(web.deployed_ping.get_web_url())
+"""
+
+
+def test_deployed_url_path_survives_a_control_plane_restart(tmp_path: Path) -> None:
+    home = tmp_path / "home"  # a surrealkv store on disk: the deployment must outlive the process
+    info = servers.start(home)
+    try:
+        deployed = subprocess.run([sys.executable, "-c", _DEPLOY.format(root=str(ROOT))], env=servers.env_for(home),
+                                  capture_output=True, text=True, timeout=120)
+        assert deployed.returncode == 0, deployed.stderr
+        url = deployed.stdout.strip()
+        path = url[len(info["url"]):]
+        assert path == "/web/e2e-web-deployed/ping/"
+
+        async def ping(s: aiohttp.ClientSession, base: str) -> int:
+            async with s.get(base + path) as r:
+                assert r.status == 200, await r.text()
+                return (await r.json())["pid"]
+
+        before = http(lambda s: ping(s, info["url"]))
+        servers.stop(home, info["pid"])
+        info = servers.start(home)
+        after = http(lambda s: ping(s, info["url"]))  # a cold start on the restarted control plane
+        assert before != after
+    finally:
+        servers.stop(home, info["pid"])
 
 
 def test_decorators_refuse_what_they_cannot_honour() -> None:

@@ -79,6 +79,10 @@ def _streaming_app():
                 return
             await socket.send_text(f"echo {text}")
 
+    @api.websocket("/refuse")
+    async def refuse(socket: WebSocket):
+        await socket.close(code=1008)  # before accepting: the handshake is refused
+
     @api.get("/where/{name}")
     async def where(request: Request, name: str):
         return {"url": str(request.url_for("where", name=name)), "root_path": request.scope["root_path"]}
