@@ -12,6 +12,7 @@ the container's worker with the container named, and come back from it carrying 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,12 +28,48 @@ Frame = tuple[dict[str, Any], bytes]
 _WAKE_S = 0.5  # a waiting request looks again this often even if nothing told it to
 
 
+class Inbox:
+    """A stream's frames from its container, in order, for its one reader. Lighter than an
+    asyncio.Queue and its timeout wrappers, which showed per request in the profile."""
+
+    __slots__ = ("frames", "waiter")
+
+    def __init__(self) -> None:
+        self.frames: collections.deque[Frame] = collections.deque()
+        self.waiter: asyncio.Future[None] | None = None
+
+    def put(self, frame: Frame) -> None:
+        self.frames.append(frame)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def get(self, deadline: float | None = None) -> Frame:
+        """The next frame; TimeoutError once `deadline` (time.monotonic()) passes first."""
+        while not self.frames:
+            loop = asyncio.get_running_loop()
+            self.waiter = waiter = loop.create_future()
+            expiry = None if deadline is None else loop.call_later(max(0.0, deadline - time.monotonic()),
+                                                                   _expire, waiter)
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+                if expiry is not None:
+                    expiry.cancel()
+        return self.frames.popleft()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
 @dataclass(slots=True, eq=False)
 class Stream:
     sid: int
     container: Container
     worker_id: str
-    inbox: asyncio.Queue[Frame] = field(default_factory=asyncio.Queue)
+    inbox: Inbox = field(default_factory=Inbox)
 
 
 def web_spec(fn: FunctionRuntime) -> dict[str, Any]:
@@ -153,7 +190,7 @@ class WebService:
             for sid in self.by_container.pop(ct.id, set()):
                 stream = self.streams.get(sid)
                 if stream is not None:
-                    stream.inbox.put_nowait(({"t": "http_reset", "sid": sid,
+                    stream.inbox.put(({"t": "http_reset", "sid": sid,
                                               "message": f"container {ct.id} stopped"}, b""))
         self._wake(ct.function_id)
 
@@ -186,4 +223,4 @@ class WebService:
         serve it (user code in one container cannot answer another container's requests)."""
         stream = self.streams.get(header.get("sid", 0))
         if stream is not None and stream.worker_id == worker_id and stream.container.id == header.get("container"):
-            stream.inbox.put_nowait((header, payload))
+            stream.inbox.put((header, payload))

@@ -50,14 +50,8 @@ def _response_headers(pairs: list[list[str]], *, whole: bool) -> CIMultiDict[str
 
 
 async def _next(stream: Stream, deadline: float | None, fn_name: str, timeout_s: float) -> tuple[dict, bytes]:
-    if deadline is None:
-        return await stream.inbox.get()
-    if not stream.inbox.empty():
-        return stream.inbox.get_nowait()
     try:
-        # asyncio.timeout, not wait_for: no extra task per request (it showed in the profile)
-        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-            return await stream.inbox.get()
+        return await stream.inbox.get(deadline)
     except TimeoutError:
         raise WebTimeoutError(f"{fn_name} did not answer within its {timeout_s:g} s timeout") from None
 
