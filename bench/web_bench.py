@@ -159,9 +159,9 @@ def run_load(url: str, n: int, seconds: float, concurrency: int) -> dict[str, An
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=8000, help="requests per phase")
-    parser.add_argument("--seconds", type=float, default=10.0, help="time limit per phase")
+    parser.add_argument("--seconds", type=float, default=8.0, help="time limit per phase")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
-    parser.add_argument("--rounds", type=int, default=3, help="direct/proxied phase pairs")
+    parser.add_argument("--rounds", type=int, default=5, help="direct/proxied phase pairs")
     parser.add_argument("--out", default=str(BENCH_DIR / "results" / "web.json"))
     args = parser.parse_args()
 
@@ -204,11 +204,16 @@ def main() -> None:
                 direct = run_load(direct_url, args.n, args.seconds, args.concurrency)
                 proxied = run_load(proxied_url, args.n, args.seconds, args.concurrency)
                 log(f"round {i + 1}: direct {direct['rps']} req/s p99 {direct['p99_ms']} ms | "
-                    f"proxied {proxied['rps']} req/s p99 {proxied['p99_ms']} ms")
+                    f"proxied {proxied['rps']} req/s p99 {proxied['p99_ms']} ms | "
+                    f"ratio {proxied['rps'] / max(direct['rps'], 1e-9):.3f}")
                 rounds.append({"direct": direct, "proxied": proxied})
         direct_rps = statistics.median(r["direct"]["rps"] for r in rounds)
         proxied_rps = statistics.median(r["proxied"]["rps"] for r in rounds)
-        ratio = round(proxied_rps / direct_rps, 3) if direct_rps else 0.0
+        # Each round's two phases ran back to back, so their ratio is the least disturbed by other
+        # load on the machine: the figure judged against the floor is the median of those.
+        for r in rounds:
+            r["ratio"] = round(r["proxied"]["rps"] / r["direct"]["rps"], 3) if r["direct"]["rps"] else 0.0
+        ratio = statistics.median(r["ratio"] for r in rounds)
         results = {
             "benchmark": "web",
             "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -225,12 +230,15 @@ def main() -> None:
             "median_p99_ms": {"direct": statistics.median(r["direct"]["p99_ms"] for r in rounds),
                               "proxied": statistics.median(r["proxied"]["p99_ms"] for r in rounds)},
             "ratio_proxied_to_direct": ratio,
+            "ratio_of_median_rps": round(proxied_rps / direct_rps, 3) if direct_rps else 0.0,
+            "load_average_at_end": os.getloadavg()[0],
             "floor": 0.5,
             "meets_floor": ratio >= 0.5,
         }
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-        log(f"median: direct {direct_rps} req/s, proxied {proxied_rps} req/s, ratio {ratio} (floor 0.5) -> {args.out}")
+        log(f"median: direct {direct_rps} req/s, proxied {proxied_rps} req/s; median of round ratios {ratio} "
+            f"(floor 0.5) -> {args.out}")
     finally:
         if uvicorn is not None:
             stop_pid(uvicorn.pid)
