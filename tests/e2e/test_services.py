@@ -112,6 +112,23 @@ def test_the_app_is_mounted_at_its_url(running) -> None:
     http(check)
 
 
+def test_a_client_that_goes_away_stops_the_apps_stream(running, markers: Path) -> None:
+    marker = markers / "stopped"
+
+    async def check(s: aiohttp.ClientSession) -> None:
+        async with s.get(running.streaming.get_web_url() + "forever", params={"marker": str(marker)}) as r:
+            assert r.status == 200
+            assert (await r.content.readline()).startswith(b"data: tick")
+        # Leaving the block closed the connection mid-stream: the reset reaches the container.
+        for _ in range(200):
+            if marker.exists():
+                return
+            await asyncio.sleep(0.1)
+
+    http(check)
+    assert marker.read_text() == "stopped"
+
+
 def test_wsgi_app(running) -> None:
     async def check(s: aiohttp.ClientSession) -> None:
         async with s.post(running.classic.get_web_url() + "some/path?q=1", data=b"payload") as r:

@@ -61,6 +61,22 @@ def _streaming_app():
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    @api.get("/forever")
+    async def forever(marker: str):
+        """Streams until the client goes away; then leaves a marker saying it was stopped."""
+
+        async def events():
+            try:
+                while True:
+                    yield b"data: tick\n\n"
+                    await asyncio.sleep(0.05)
+            except BaseException:
+                with open(marker, "w") as f:
+                    f.write("stopped")
+                raise
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
     @api.post("/echo")
     async def echo(request: Request):
         size, head = 0, b""

@@ -118,9 +118,14 @@ async def _proxy_http(request: web.Request, service: WebService, stream: Stream,
             if header.get("end"):
                 await response.write_eof()
                 return response
-    except (asyncio.CancelledError, ConnectionError, WebTimeoutError):
-        service.send(stream, {"t": "http_reset"})  # the client went away or gave up: stop the app's work
+    except (asyncio.CancelledError, WebTimeoutError):
+        service.send(stream, {"t": "http_reset"})  # the request ends here: stop the app's work
         raise
+    except ConnectionError:
+        service.send(stream, {"t": "http_reset"})  # the client went away mid-response
+        if request.transport is not None:
+            request.transport.close()
+        return response if response is not None else web.Response(status=499)
     finally:
         if body_task is not None:
             body_task.cancel()
