@@ -92,7 +92,7 @@ class App:
                        "placements": [p.spec() for p in placements] or None}
             validate_options(fname, options)
             if web is not None:
-                service.check_options(fname, web, options)
+                service.check_options(self, fname, web, options)
                 options["web"] = web.wire()
             kind = service.WebFunction if web is not None else Function
             fn = kind(raw_f, name=fname, app=self, options={k: v for k, v in options.items() if v is not None})

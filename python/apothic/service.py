@@ -186,9 +186,15 @@ def unwrap(raw: Any) -> tuple[Callable[..., Any], WebSpec | None]:
     return raw.raw_f, raw.spec
 
 
-def check_options(name: str, spec: WebSpec, options: dict[str, Any]) -> None:
+def check_options(app: App, name: str, spec: WebSpec, options: dict[str, Any]) -> None:
+    """What `@app.function` checks of a web function: no retries, and a URL of its own in the app."""
     if options.get("retries"):
         raise InvalidError(f"{name}: retries are not allowed on web functions (a request is not retried)")
+    label = spec.label or name
+    for other_name, other in app.registered_functions.items():
+        other_web = other.options.get("web")
+        if other_name != name and other_web and (other_web.get("label") or other_name) == label:
+            raise InvalidError(f"{name}: the URL label {label!r} is already {other_name}'s in app {app.name!r}")
 
 
 class WebFunction(Function):

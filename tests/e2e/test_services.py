@@ -305,6 +305,9 @@ def test_decorators_refuse_what_they_cannot_honour() -> None:
         apothic.web_server(0)
     with pytest.raises(InvalidError, match="method"):
         apothic.fastapi_endpoint(method="BREW")
+    with pytest.raises(InvalidError, match="already"):
+        scratch.function()(apothic.asgi_app(label="same")(_module_level))
+        scratch.function(name="other")(apothic.asgi_app(label="same")(_module_level))
     with pytest.raises(InvalidError, match="web function"):
         web.hello.remote()
 

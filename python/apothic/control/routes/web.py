@@ -3,6 +3,9 @@
 Public like Modal's endpoints (no API key needed), unless the function asked for proxy auth
 (`requires_proxy_auth=True`: an `Apothic-Key` header with an API key of the owning account).
 Requests and responses stream in both directions; websockets are relayed message by message.
+The function's `timeout` bounds the wait for a container and for the response to begin (504
+`web.timeout`); a response that has begun (a stream, SSE, a websocket) may run as long as it likes.
+There is no per-stream flow control yet: that arrives when these frames move onto apothic-session.
 """
 
 from __future__ import annotations
