@@ -165,6 +165,30 @@ def test_websocket_echo_through_the_proxy(running) -> None:
     http(check)
 
 
+def test_many_requests_in_flight_each_get_their_own_answer(running) -> None:
+    """Frames of many streams share session messages (batches): every answer must reach its own request."""
+
+    async def check(s: aiohttp.ClientSession) -> None:
+        base = running.streaming.get_web_url()
+        gate = asyncio.Semaphore(24)
+
+        async def one(i: int) -> None:
+            async with gate, s.get(f"{base}where/n{i}") as r:
+                assert r.status == 200
+                assert (await r.json())["url"] == f"{base}where/n{i}"
+
+        await asyncio.gather(*(one(i) for i in range(300)))
+
+    http(check)
+
+
+def test_batches_round_trip() -> None:
+    from apothic._worker.web_relay import pack_batch, unpack_batch
+
+    frames = [b"", b"a", bytes(range(256)) * 300]
+    assert list(unpack_batch(pack_batch(frames))) == frames
+
+
 def test_concurrent_requests_overlap_in_one_container(running) -> None:
     """max_inputs=4: four slow requests run at once in the same container process."""
 

@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from apothic import _wire
+from apothic._worker import web_relay
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -47,22 +48,38 @@ def _error_body(code: str, message: str) -> bytes:
 
 
 class _Link:
-    """The socket to the agent, written from the loop and (through the loop) from other threads."""
+    """The socket to the agent, written from the loop and (through the loop) from other threads.
+    Stream frames sent in one turn of the loop leave as one batch (see web_relay)."""
 
     def __init__(self, writer: asyncio.StreamWriter, loop: asyncio.AbstractEventLoop) -> None:
         self.writer = writer
         self.loop = loop
         self.thread = threading.get_ident()
+        self.pending: list[bytes] = []
 
     def _write(self, frame: bytes) -> None:
         self.writer.write(len(frame).to_bytes(4, "big") + frame)
 
+    def _queue(self, frame: bytes) -> None:
+        if not self.pending:
+            self.loop.call_soon(self.flush)
+        self.pending.append(frame)
+
+    def flush(self) -> None:
+        frames, self.pending = self.pending, []
+        if len(frames) == 1:
+            self._write(frames[0])
+        elif frames:
+            self._write(_wire.pack({"t": web_relay.BATCH}, web_relay.pack_batch(frames)))
+
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
         frame = _wire.pack(header, payload)
-        if threading.get_ident() == self.thread:
-            self._write(frame)
-        else:  # print() from a handler running in a worker thread
+        if threading.get_ident() != self.thread:  # print() from a handler running in a worker thread
             self.loop.call_soon_threadsafe(self._write, frame)
+        elif header["t"].startswith(web_relay.WEB_FRAMES):
+            self._queue(frame)
+        else:
+            self._write(frame)
 
 
 class _Stream:
@@ -487,7 +504,10 @@ async def _main(sock: socket.socket, leftover: bytes, fn: Callable[..., Any], sp
         while len(buffer) >= 4 and len(buffer) >= 4 + (size := int.from_bytes(buffer[:4], "big")):
             header, payload = _wire.unpack(buffer[4 : 4 + size])
             buffer = buffer[4 + size :]
-            if header["t"] == "run":
+            if header["t"] == web_relay.BATCH:
+                for frame in web_relay.unpack_batch(payload):
+                    runtime.handle(*_wire.unpack(frame))
+            elif header["t"] == "run":
                 runtime.refuse_call(header)
             else:
                 runtime.handle(header, payload)

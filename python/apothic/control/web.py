@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from apothic import _ids
+from apothic import _ids, _wire
+from apothic._worker import web_relay
 from apothic.control.auth import Auth
 from apothic.control.model import Container, FunctionRuntime
 from apothic.control.scheduler import Scheduler
@@ -88,6 +89,7 @@ class WebService:
         self.changed: dict[str, asyncio.Event] = {}  # function id -> set when a slot may have opened
         self.failures: dict[str, tuple[float, str]] = {}  # function id -> (when, why its container failed)
         self._last_sid = 0
+        self._outgoing: dict[str, list[Frame]] = {}  # container id -> frames to send this loop turn
         scheduler.container_listeners.append(self._on_container)
 
     # ---- which function ---------------------------------------------------------------------
@@ -214,13 +216,40 @@ class WebService:
         if worker is None:
             return False
         header["sid"] = stream.sid
-        header["container"] = stream.container.id
-        worker.send(header, payload)
+        pending = self._outgoing.get(stream.container.id)
+        if pending is None:
+            pending = self._outgoing[stream.container.id] = []
+            asyncio.get_running_loop().call_soon(self._flush, stream.container, stream.worker_id)
+        pending.append((header, payload))
         return True
+
+    def _flush(self, ct: Container, worker_id: str) -> None:
+        """This turn's frames for a container leave as one (a batch when there are several)."""
+        frames = self._outgoing.pop(ct.id, None)
+        worker = self.scheduler.workers.get(worker_id)
+        if not frames or worker is None:
+            return  # a worker that is gone has its streams reset by the container's drop
+        if len(frames) == 1:
+            header, payload = frames[0]
+            header["container"] = ct.id
+            worker.send(header, payload)
+        else:
+            worker.send({"t": web_relay.BATCH, "container": ct.id},
+                        web_relay.pack_batch([_wire.pack(h, p) for h, p in frames]))
 
     def on_frame(self, worker_id: str, header: dict[str, Any], payload: bytes) -> None:
         """A frame from a worker's session: to the stream it names, if that worker and container
         serve it (user code in one container cannot answer another container's requests)."""
+        if header["t"] == web_relay.BATCH:
+            container = header.get("container")  # stamped by the agent, never by the container
+            for frame in web_relay.unpack_batch(payload):
+                inner, body = _wire.unpack(frame)
+                inner["container"] = container
+                self._deliver(worker_id, inner, body)
+        else:
+            self._deliver(worker_id, header, payload)
+
+    def _deliver(self, worker_id: str, header: dict[str, Any], payload: bytes) -> None:
         stream = self.streams.get(header.get("sid", 0))
         if stream is not None and stream.worker_id == worker_id and stream.container.id == header.get("container"):
             stream.inbox.put((header, payload))
