@@ -32,6 +32,10 @@ class Client:
         self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], bytes]]] = {}
         self._next_id = 0
         self._reader: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        # Requests made in one turn of the loop go out in one websocket message (see rpc.py).
+        self._outbox: list[bytes] = []
+        self._outbox_ready: asyncio.Event | None = None
 
     def _http(self) -> Any:
         import aiohttp
@@ -73,14 +77,17 @@ class Client:
 
     async def _rpc(self, method: str, path: str, params: dict[str, Any] | None,
                    body: bytes) -> tuple[int, dict[str, str], bytes]:
-        ws = await self._socket()
+        await self._socket()
         self._next_id += 1
         request_id = self._next_id
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        query = {k: str(v) for k, v in (params or {}).items()}
+        query = {k: str(v) for k, v in (params or {}).items()} if params else {}
         try:
-            await ws.send_bytes(_wire.pack({"id": request_id, "method": method, "path": path, "query": query}, body))
+            frame = _wire.pack({"id": request_id, "method": method, "path": path, "query": query}, body)
+            self._outbox.append(len(frame).to_bytes(4, "big") + frame)
+            if self._outbox_ready is not None:
+                self._outbox_ready.set()
             header, payload = await future
         finally:
             self._pending.pop(request_id, None)
@@ -98,27 +105,47 @@ class Client:
                 return self._ws
             try:
                 # No per-message deflate: compressing every small frame cost more CPU than any other step.
-                self._ws = await self._http().ws_connect(f"{self.url}/v1/rpc", max_msg_size=0, heartbeat=30.0,
-                                                         compress=0)
+                self._ws = await self._http().ws_connect(f"{self.url}/v1/rpc?frames=batched", max_msg_size=0,
+                                                         heartbeat=30.0, compress=0)
             except aiohttp.WSServerHandshakeError:
                 raise _RpcUnavailable() from None  # e.g. a refused key: HTTP then reports it properly
             except aiohttp.ClientConnectionError as e:
                 raise ConnectionError(f"could not reach the Apothic server at {self.url}: {e}") from None
-            self._reader = asyncio.create_task(self._read(self._ws))
+            self._outbox.clear()  # frames for a lost socket: their requests failed with it
+            self._outbox_ready = asyncio.Event()
+            self._reader = asyncio.create_task(self._read(self._ws, self._outbox_ready))
+            self._writer = asyncio.create_task(self._write(self._ws, self._outbox_ready))
             return self._ws
 
-    async def _read(self, ws: Any) -> None:
+    async def _write(self, ws: Any, ready: asyncio.Event) -> None:
+        while True:
+            await ready.wait()
+            ready.clear()
+            if ws.closed:
+                return
+            if self._outbox and self._ws is ws:
+                message = b"".join(self._outbox)
+                self._outbox.clear()
+                try:
+                    await ws.send_bytes(message)
+                except Exception:  # the reader sees the socket close and fails what is pending
+                    await ws.close()
+                    return
+
+    async def _read(self, ws: Any, ready: asyncio.Event) -> None:
         import aiohttp
 
         try:
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.BINARY:
                     continue
-                header, payload = _wire.unpack(msg.data)
-                future = self._pending.get(header.get("id"))
-                if future is not None and not future.done():
-                    future.set_result((header, payload))
+                for frame in _split_frames(msg.data):
+                    header, payload = _wire.unpack(frame)
+                    future = self._pending.get(header.get("id"))
+                    if future is not None and not future.done():
+                        future.set_result((header, payload))
         finally:
+            ready.set()  # the writer sees the socket closed and ends
             lost = ConnectionError(f"lost the connection to the Apothic server at {self.url}; "
                                    "requests in flight may or may not have taken effect")
             for future in list(self._pending.values()):
@@ -170,10 +197,20 @@ class Client:
     async def close(self) -> None:
         if self._ws is not None:
             await self._ws.close()
-        if self._reader is not None:
-            self._reader.cancel()
+        for task in (self._reader, self._writer):
+            if task is not None:
+                task.cancel()
         if self._session is not None:
             await self._session.close()
+
+
+def _split_frames(message: bytes) -> list[bytes]:
+    frames, offset, end = [], 0, len(message)
+    while offset + 4 <= end:
+        size = int.from_bytes(message[offset : offset + 4], "big")
+        frames.append(message[offset + 4 : offset + 4 + size])
+        offset += 4 + size
+    return frames
 
 
 _client: Client | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -136,6 +137,10 @@ async def serve(config: ServerConfig) -> None:
     tmp.write_bytes(orjson.dumps({"url": url, "pid": os.getpid()}))
     os.replace(tmp, path)
     log.info("control plane listening on %s (db %s)", url, config.db_url)
+    # What start-up loaded lives as long as the process: keep the collector from walking it, and
+    # collect the young generation less often (it was ~4% of the CPU per request under load).
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 100)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

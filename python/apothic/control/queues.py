@@ -329,7 +329,7 @@ class QueueService:
             raise LeaseLostError(f"claim {claim_id} expired before it was released") from None
         self._settle(q, claim_id, outcome)
         held.item.history.append(attempt)
-        self.store.note_attempt_nowait(held.item.key, attempt)
+        self.store.note_history_nowait(held.item.key, held.item.history)
         q.events.emit(outcome, held.item.key, held.partition, held.item.deliveries, claim_id=claim_id, error=error)
         part.wake()
         return "queue"
@@ -359,7 +359,7 @@ class QueueService:
                 part.items.pop(held.item_id, None)
                 dead.append(held.item)
             else:
-                self.store.note_attempt_nowait(held.item.key, attempt)
+                self.store.note_history_nowait(held.item.key, held.item.history)
                 part.wake()
         if dead:
             asyncio.get_running_loop().create_task(self._dead_letter(q, dead))

@@ -6,7 +6,7 @@ from typing import Any
 
 from apothic._bridge.dict import Change
 from apothic.control.store._rows import plain_rows
-from apothic.control.store.db import Database
+from apothic.control.store.db import Database, RowOp
 
 _SCHEMA = """
 DEFINE INDEX IF NOT EXISTS dict_name ON dict FIELDS account, name UNIQUE;
@@ -58,12 +58,9 @@ class DictStore:
         deletes = [f"{dict_id}:{key.hex()}" for key, e in final.items() if e is None]
         leases = [{"id": f"{dict_id}:{lease}", "dict": dict_id, "lease": lease, "ttl_ms": ttl}
                   for lease, ttl in granted.items()]
-        await self.db.write(
-            "FOR $e IN $puts { UPSERT type::thing('dict_entry', $e.id) CONTENT $e RETURN NONE };"
-            "FOR $k IN $deletes { DELETE type::thing('dict_entry', $k) };"
-            "FOR $l IN $leases { UPSERT type::thing('dict_lease', $l.id) CONTENT $l RETURN NONE };"
-            "FOR $l IN $revoked { DELETE type::thing('dict_lease', $l) };"
-            "UPDATE type::thing('dict', $id) SET revision = $revision RETURN NONE;",
-            {"puts": puts, "deletes": deletes, "leases": leases,
-             "revoked": [f"{dict_id}:{lease}" for lease in revoked], "id": dict_id, "revision": revision},
-        )
+        ops: list[RowOp] = [("upsert", "dict_entry", row["id"], row) for row in puts]
+        ops += [("delete", "dict_entry", key, None) for key in deletes]
+        ops += [("upsert", "dict_lease", row["id"], row) for row in leases]
+        ops += [("delete", "dict_lease", f"{dict_id}:{lease}", None) for lease in revoked]
+        ops.append(("merge", "dict", dict_id, {"revision": revision}))
+        await self.db.write_rows(ops)  # the checkpoint folds repeated writes of one key

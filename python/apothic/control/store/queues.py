@@ -36,31 +36,26 @@ class QueueStore:
             "DELETE queue_item WHERE queue = $id; DELETE type::thing('queue', $id);", {"id": queue_id}
         )
 
+    # Item writes are row operations: an item put and acked before its checkpoint never
+    # reaches SurrealDB at all (see Database.write_rows).
     async def put_items(self, rows: list[dict[str, Any]]) -> None:
-        await self.db.write("INSERT INTO queue_item $rows RETURN NONE", {"rows": rows})
+        await self.db.write_rows([("insert", "queue_item", row["id"], row) for row in rows])
 
     async def delete_items(self, keys: list[str]) -> None:
-        await self.db.write("FOR $k IN $keys { DELETE type::thing('queue_item', $k) };", {"keys": keys})
+        await self.db.write_rows([("delete", "queue_item", key, None) for key in keys])
 
     async def count_deliveries(self, deliveries: dict[str, int]) -> None:
         """Records delivery counts so that max_deliveries still holds after a restart."""
-        await self.db.write(
-            "FOR $d IN $ds { UPDATE type::thing('queue_item', $d.key) SET deliveries = $d.n RETURN NONE };",
-            {"ds": [{"key": k, "n": n} for k, n in deliveries.items()]},
-        )
+        await self.db.write_rows([("merge", "queue_item", k, {"deliveries": n}) for k, n in deliveries.items()])
 
-    def note_attempt_nowait(self, key: str, attempt: dict[str, Any]) -> None:
-        self.db.write_nowait(
-            "UPDATE type::thing('queue_item', $k) SET history += $a RETURN NONE", {"k": key, "a": attempt}
-        )
+    def note_history_nowait(self, key: str, history: list[dict[str, Any]]) -> None:
+        """Saves an item's attempt history (the whole list: the service holds it)."""
+        self.db.write_rows_nowait([("merge", "queue_item", key, {"history": list(history)})])
 
     async def move_items(self, moves: list[dict[str, Any]]) -> None:
         """Moves items between queues (dead-lettering, redrive) in one transaction: an item is
         never in both queues and never in neither."""
-        await self.db.write(
-            "FOR $m IN $moves { UPDATE type::thing('queue_item', $m.key) MERGE $m.fields RETURN NONE };",
-            {"moves": moves},
-        )
+        await self.db.write_rows([("merge", "queue_item", m["key"], m["fields"]) for m in moves])
 
     def save_revision_nowait(self, queue_id: str, revision: int) -> None:
         self.db.write_nowait("UPDATE type::thing('queue', $id) SET revision = $rev RETURN NONE",

@@ -8,7 +8,7 @@ from typing import Any
 from surrealdb import RecordID
 
 from apothic.control.store._rows import plain
-from apothic.control.store.db import Database
+from apothic.control.store.db import Database, RowOp
 from apothic.job import TERMINAL
 
 _SCHEMA = """
@@ -99,29 +99,29 @@ class Store:
         return await self._select("SELECT * FROM func WHERE app = $app", {"app": app_id})
 
     # ---- jobs ----------------------------------------------------------------------------
+    # Jobs and their events are row operations: the checkpoint folds a job's insert and the
+    # updates of its life (assigned, started, ended) into one row when they fall in one batch.
     async def create_jobs(self, jobs: list[dict[str, Any]], events: list[dict[str, Any]], *,
                           durable: bool = True) -> None:
-        sql = "INSERT INTO job $jobs RETURN NONE; INSERT INTO job_event $events RETURN NONE;"
-        variables = {"jobs": jobs, "events": events}
+        ops: list[RowOp] = [("insert", "job", job["id"], job) for job in jobs]
+        ops += [_event_op(event) for event in events]
         if durable:
-            await self.db.write(sql, variables)
+            await self.db.write_rows(ops)
         else:
-            self.db.write_nowait(sql, variables)
+            self.db.write_rows_nowait(ops)
 
     def record_event_nowait(self, event: dict[str, Any], job_fields: dict[str, Any] | None = None) -> None:
-        self.db.write_nowait(*self._event_sql(event, job_fields))
+        self.db.write_rows_nowait(self._event_ops(event, job_fields))
 
     async def record_event(self, event: dict[str, Any], job_fields: dict[str, Any] | None = None) -> None:
-        await self.db.write(*self._event_sql(event, job_fields))
+        await self.db.write_rows(self._event_ops(event, job_fields))
 
     @staticmethod
-    def _event_sql(event: dict[str, Any], job_fields: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
-        sql = "CREATE job_event CONTENT $event RETURN NONE;"
-        variables: dict[str, Any] = {"event": event}
+    def _event_ops(event: dict[str, Any], job_fields: dict[str, Any] | None) -> list[RowOp]:
+        ops = [_event_op(event)]
         if job_fields:
-            sql += " UPDATE type::thing('job', $job) MERGE $fields RETURN NONE;"
-            variables |= {"job": event["job"], "fields": job_fields}
-        return sql, variables
+            ops.append(("merge", "job", event["job"], job_fields))
+        return ops
 
     async def get_job(self, job_id: str) -> dict[str, Any] | None:
         return await self._get("job", job_id)
@@ -162,3 +162,10 @@ class Store:
         )
         value = results[-1] if results else None
         return int(value or 0)
+
+
+def _event_op(event: dict[str, Any]) -> RowOp:
+    """A job event as a new row; its key is the job and its revision, unique for the hub's life
+    (revisions never repeat, across restarts too)."""
+    row_id = f"{event['job']}-{event['revision']}"
+    return ("insert", "job_event", row_id, {"id": row_id, **event})
