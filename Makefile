@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install --quiet "maturin==1.16.0" "aiohttp==3.14.5" "uvloop==0.23.0" "orjson==3.13.0" \
 	  "surrealdb==2.0.0" "cloudpickle==3.1.3" "cbor2==6.3.0" "typer==0.29.2" "rich==15.0.0" "nvidia-ml-py==13.615.71" \
 	  "pytest==9.2.0" "pytest-timeout==2.4.0" "ruff==0.17.6" "fastapi==0.163.2" "a2wsgi==1.10.10"
