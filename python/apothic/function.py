@@ -169,6 +169,13 @@ class Function:
             raise ExecutionError(f"{self._name} was looked up by name: it has no local body")
         return self._raw_f
 
+    def get_web_url(self) -> str:
+        """The stable URL of a web function, also one looked up with `Function.from_name`
+        (a function that is not a web function raises InvalidError)."""
+        from apothic.service import web_url_of
+
+        return _loop.run(web_url_of(self))
+
     def local(self, *args: Any, **kwargs: Any) -> Any:
         return self.get_raw_f()(*args, **kwargs)
 

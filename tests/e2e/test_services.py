@@ -277,6 +277,8 @@ def test_deployed_url_survives_a_redeploy(server: dict, cli) -> None:
         first = http(ping)
         web.deployed.deploy()  # a new deployment replaces the old one at the same URL
         assert web.deployed_ping.get_web_url() == url
+        # Looked up by name from anywhere, the same URL.
+        assert apothic.Function.from_name("e2e-web-deployed", "deployed_ping").get_web_url() == url
         second = http(ping)
         assert first["pong"] and second["pong"] and first["pid"] != second["pid"]
     finally:

@@ -117,3 +117,6 @@ def deploy(
     app.deploy(name=name)
     console.print(f"deployed [bold]{app.name}[/bold] as {app.app_id} with functions: "
                   f"{', '.join(app.registered_functions)}")
+    for fname, fn in app.registered_functions.items():
+        if (fn.options or {}).get("web"):
+            console.print(f"  {fname}: {fn.get_web_url()}", highlight=False)
