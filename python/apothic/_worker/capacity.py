@@ -60,3 +60,23 @@ def capacity(home: Path) -> dict[str, Any]:
         "disk_free_mb": int(disk.free // (1024 * 1024)),
         "gpus": gpus(),
     }
+
+
+def offer_row(cap: dict[str, Any], *, offer_id: str, provider: str) -> dict[str, Any]:
+    """A host's measured capacity as a row of the placement offer schema, so that placement
+    filters treat it like anything a provider sells."""
+    gpus = cap.get("gpus") or []
+    return {
+        "id": offer_id,
+        "provider": provider,
+        "gpu_name": gpus[0]["name"] if gpus else None,
+        "gpu_count": len(gpus),
+        "vram_gb": min(g["memory_mb"] for g in gpus) / 1024 if gpus else None,
+        "cpu": float(cap.get("cpu", 0)),
+        "memory_gb": int(cap.get("memory_mb", 0)) / 1024,
+        "disk_gb": int(cap.get("disk_free_mb", 0)) / 1024,
+        "price_per_hour_usd": 0.0,  # this host is already paid for
+        "reliability": 1.0,
+        "geolocation": cap.get("geolocation") or os.environ.get("APOTHIC_GEOLOCATION") or None,
+        "verified": True,
+    }

@@ -9,10 +9,10 @@ new capacity decides here whether an existing worker can be reused, so the two n
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from apothic._bridge.placement import OfferFilter, OfferTable
+from apothic._worker.capacity import offer_row
 from apothic.control.model import FunctionSpec, WorkerHandle
 
 _RANKED = 64  # workers considered per decision; the least loaded of the best-ranked wins
@@ -42,25 +42,10 @@ def compile_requirements(options: dict[str, Any]) -> list[OfferFilter]:
 
 def worker_offer(worker: WorkerHandle) -> dict[str, Any]:
     """A connected worker as an offer row: what its provider sold, else what its agent measured."""
-    sold = getattr(worker, "metadata", None)
+    sold = worker.metadata
     if sold:
         return {**sold, "id": worker.id}
-    cap = worker.capacity
-    gpus = cap.get("gpus") or []
-    return {
-        "id": worker.id,
-        "provider": worker.provider,
-        "gpu_name": gpus[0]["name"] if gpus else None,
-        "gpu_count": len(gpus),
-        "vram_gb": min(g["memory_mb"] for g in gpus) / 1024 if gpus else None,
-        "cpu": float(cap.get("cpu", 0)),
-        "memory_gb": int(cap.get("memory_mb", 0)) / 1024,
-        "disk_gb": int(cap.get("disk_free_mb", 0)) / 1024,
-        "price_per_hour_usd": 0.0,  # this host is already paid for
-        "reliability": 1.0,
-        "geolocation": cap.get("geolocation") or os.environ.get("APOTHIC_GEOLOCATION") or None,
-        "verified": True,
-    }
+    return offer_row(worker.capacity, offer_id=worker.id, provider=worker.provider)
 
 
 class Placer:

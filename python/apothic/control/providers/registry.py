@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from apothic._bridge.placement import OfferFilter, OfferTable
-from apothic._worker.capacity import capacity
+from apothic._worker.capacity import capacity, offer_row
 from apothic.control.providers.base import Provider
 from apothic.control.providers.fly import FlyProvider
 from apothic.control.providers.vast import VastProvider
@@ -20,22 +20,7 @@ NAMES = ("local", "vast", "fly")
 
 def host_offer(home: Path) -> dict[str, Any]:
     """This host as an offer row: what the local provider's agents report."""
-    cap = capacity(home)
-    gpus = cap.get("gpus") or []
-    return {
-        "id": "local",
-        "provider": "local",
-        "gpu_name": gpus[0]["name"] if gpus else None,
-        "gpu_count": len(gpus),
-        "vram_gb": min(g["memory_mb"] for g in gpus) / 1024 if gpus else None,
-        "cpu": float(cap.get("cpu", 0)),
-        "memory_gb": int(cap.get("memory_mb", 0)) / 1024,
-        "disk_gb": int(cap.get("disk_free_mb", 0)) / 1024,
-        "price_per_hour_usd": 0.0,  # already paid for
-        "reliability": 1.0,
-        "geolocation": os.environ.get("APOTHIC_GEOLOCATION") or None,
-        "verified": True,
-    }
+    return offer_row(capacity(home), offer_id="local", provider="local")
 
 
 class LocalOffers:
