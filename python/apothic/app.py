@@ -7,7 +7,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from apothic import _bundle, _loop, service
 from apothic._client import Client, get_client
@@ -31,6 +31,26 @@ class LocalEntrypoint:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.raw_f(*args, **kwargs)
+
+
+class ClsOptions(TypedDict, total=False):
+    """What `@app.cls` accepts: the options of `@app.function`, but for `name`."""
+
+    image: Image | None
+    timeout: float | None
+    retries: int | Retries | None
+    min_containers: int | None
+    max_containers: int | None
+    scaledown_window: float | None
+    cpu: float | None
+    memory: int | None
+    gpu: str | list[str] | None
+    gpu_count: int | None
+    min_vram_gb: float | None
+    geolocation: str | list[str] | None
+    max_cost_per_hour_usd: float | None
+    offer_filters: dict[str, Any] | None
+    serialized: bool
 
 
 class App:
@@ -132,34 +152,14 @@ class App:
         return service.stacked(self, service.web_server(port, startup_timeout=startup_timeout, label=label,
                                                         requires_proxy_auth=requires_proxy_auth), function_options)
 
-    def cls(
-        self,
-        _warn_parentheses_missing: Any = None,
-        *,
-        image: Image | None = None,
-        timeout: float | None = None,
-        retries: int | Retries | None = None,
-        min_containers: int | None = None,
-        max_containers: int | None = None,
-        scaledown_window: float | None = None,
-        cpu: float | None = None,
-        memory: int | None = None,
-        gpu: str | list[str] | None = None,
-        gpu_count: int | None = None,
-        min_vram_gb: float | None = None,
-        geolocation: str | list[str] | None = None,
-        max_cost_per_hour_usd: float | None = None,
-        offer_filters: dict[str, Any] | None = None,
-        serialized: bool = False,
-    ) -> Callable[[type], Cls]:
-        """Registers a class (cls.py) with the options of `@app.function`, checked by it."""
+    def cls(self, _warn_parentheses_missing: Any = None, **options: Unpack[ClsOptions]) -> Callable[[type], Cls]:
+        """Registers a class (cls.py) with the options of `@app.function` (all but `name`),
+        checked by it."""
         if _warn_parentheses_missing is not None:
             raise InvalidError("use @app.cls() with parentheses")
-        check = self.function(image=image, timeout=timeout, retries=retries, min_containers=min_containers,
-                              max_containers=max_containers, scaledown_window=scaledown_window, cpu=cpu,
-                              memory=memory, gpu=gpu, gpu_count=gpu_count, min_vram_gb=min_vram_gb,
-                              geolocation=geolocation, max_cost_per_hour_usd=max_cost_per_hour_usd,
-                              offer_filters=offer_filters, serialized=serialized)
+        if "name" in options:
+            raise InvalidError("@app.cls() takes no name=: a class is registered under its own name")
+        check = self.function(**options)
         return lambda user_cls: Cls._register(self, user_cls, check)
 
     def sandbox(self, *args: str, name: str | None = None, **options: Any) -> Sandbox:
