@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -26,11 +27,16 @@ from aiohttp import ClientWebSocketResponse, WSMsgType, web
 
 from apothic import _core, _wire
 from apothic._bridge.errors import translated
-from apothic.exception import ConnectionError, Error, MalformedRequestError
+from apothic.exception import ConnectionError, Error, InvalidError, MalformedRequestError
 
 STREAM_WINDOW: int = _core.SESSION_STREAM_WINDOW
 CONNECTION_WINDOW: int = _core.SESSION_CONNECTION_WINDOW
 CONTROL_HEADERS = b"apothic.control"
+# The worker session's other streams: the agent opens one for logs (so that an output flood
+# cannot delay results on the control stream); the control plane opens one per proxied request,
+# its headers naming the container.
+LOGS_HEADERS = b"apothic.logs"
+WEB_HEADERS = b"apothic.web "
 
 # RESET / GOAWAY codes the session itself gives a meaning to (see codes in session.rs).
 NO_ERROR = 0
@@ -72,6 +78,21 @@ class SessionEvent(NamedTuple):
     @property
     def code(self) -> int | None:
         return self.data if isinstance(self.data, int) else None
+
+
+def config_from_env() -> SessionConfig:
+    """The defaults, or a shorter dead-peer timeout from APOTHIC_SESSION_DEAD_S (tests use it
+    to see a silent peer declared dead in a few seconds); pings go three times per timeout."""
+    raw = os.environ.get("APOTHIC_SESSION_DEAD_S")
+    if not raw:
+        return SessionConfig()
+    try:
+        dead_ms = int(float(raw) * 1000)
+    except ValueError:
+        raise InvalidError(f"APOTHIC_SESSION_DEAD_S must be a number of seconds, not {raw!r}") from None
+    if dead_ms < 300:
+        raise InvalidError(f"APOTHIC_SESSION_DEAD_S must be at least 0.3, not {raw!r}")
+    return SessionConfig(ping_interval_ms=dead_ms // 3, dead_timeout_ms=dead_ms)
 
 
 def now_ms() -> int:
@@ -215,6 +236,11 @@ class SessionStream:
         return chunk
 
     # ---- writing ----------------------------------------------------------------------
+    @property
+    def queued(self) -> int:
+        """Bytes written to this stream that its window has not let out yet."""
+        return self._channel._session.queued(self.id)
+
     def write(self, data: bytes) -> None:
         """Queues data. Call `await drain()` to wait while the stream's window is full; a writer
         that never drains gets `ConflictError` (session.buffer_full) at the session's limit."""

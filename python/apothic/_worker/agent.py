@@ -1,5 +1,10 @@
-"""The worker agent: dials out to the control plane, keeps one websocket session, and runs
-containers as child processes.
+"""The worker agent: dials out to the control plane, keeps one multiplexed session
+(apothic-session over a websocket), and runs containers as child processes.
+
+The session's control stream carries `_wire` frames (calls, results, heartbeats, container
+lifecycle, sandbox requests); output goes on a log stream of its own, so a flood of it cannot
+delay a result; each proxied request is a stream the control plane opens (see web_relay). The
+session pings, and a control plane that goes silent is declared dead: the agent reconnects.
 
 It holds one blank container ready ahead of need, so a cold call costs a module import, not an
 interpreter start; it forwards output, results and exits, and heartbeats the calls it runs so
@@ -26,14 +31,19 @@ from typing import Any
 import aiohttp
 
 from apothic import _wire
+from apothic._bridge.session import LOGS_HEADERS, REFUSED, WEB_HEADERS, SessionChannel, SessionStream, config_from_env
 from apothic._worker import web_relay
 from apothic._worker.capacity import capacity
 from apothic._worker.sandbox_host import SandboxHost
+from apothic.exception import Error
 
 log = logging.getLogger("apothic.agent")
 # How long a container stopped gracefully has for its @exit hooks before SIGKILL. Below the 5 s
 # the local provider gives an agent after SIGTERM, so hooks still run at server shutdown.
 EXIT_GRACE_S = 3.0
+# How much output may wait in the agent for the log stream's window before a container's output
+# is read no further.
+LOG_HIGH_WATER = 1024 * 1024
 
 
 @dataclass(eq=False)
@@ -89,10 +99,11 @@ class Agent:
         self.worker_id: str | None = None
         self.containers: dict[str, ContainerProc] = {}
         self.spare: asyncio.Task[ContainerProc] | None = None
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.control: SessionStream | None = None
+        self.logs: SessionStream | None = None
+        self.web = web_relay.WebRelay(self.containers)
         self.http: aiohttp.ClientSession | None = None
         self.stop = asyncio.Event()
-        self.outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self.starting: set[asyncio.Task[None]] = set()
         self.exiting: set[asyncio.Task[None]] = set()  # containers running their @exit hooks
         self.heartbeat_s = float(os.environ.get("APOTHIC_HEARTBEAT_S", "1.0"))
@@ -100,14 +111,21 @@ class Agent:
 
     # ---- the session -------------------------------------------------------------------
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
-        # One writer task drains the outbox, so frames leave in the order they were sent.
-        if self.ws is not None and not self.ws.closed:
-            self.outbox.put_nowait(_wire.pack(header, payload))
+        """A frame on the control stream, in order. Frames to a session that has ended are
+        dropped: the control plane forgets that session's containers and calls."""
+        if self.control is not None:
+            with contextlib.suppress(Error):
+                self.control.write_frame(header, payload)
 
-    async def _write(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        while True:
-            frame = await self.outbox.get()
-            await ws.send_bytes(frame)
+    def _log(self, header: dict[str, Any], payload: bytes) -> SessionStream | None:
+        """A frame on the log stream; returns the stream when the caller should drain it."""
+        if self.logs is None:
+            return None
+        try:
+            self.logs.write_frame(header, payload)
+        except Error:
+            return None
+        return self.logs if self.logs.queued > LOG_HIGH_WATER else None
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -150,33 +168,45 @@ class Agent:
 
     async def _session(self) -> None:
         assert self.http is not None
-        async with self.http.ws_connect(f"{self.server}/v1/workers/session", heartbeat=10.0, max_msg_size=0,
+        # No websocket heartbeat: the session pings and detects a dead peer itself.
+        async with self.http.ws_connect(f"{self.server}/v1/workers/session", heartbeat=None, max_msg_size=0,
                                         compress=0) as ws:  # small frames: deflate costs more than it saves
-            self.ws = ws
-            self.outbox = asyncio.Queue()
-            writer = asyncio.create_task(self._write(ws))
-            self.send({"t": "hello", "worker": self.worker_id, "pid": os.getpid(), "provider": self.provider,
-                       "capacity": capacity(self.home)})
+            channel = SessionChannel(ws, dialer=True, config=config_from_env())
+            channel.start()
             stopper = asyncio.create_task(self.stop.wait())
-            # Stopping closes the socket, which ends the loop below: no task and wait per frame.
-            stopper.add_done_callback(lambda t: t.cancelled() or asyncio.ensure_future(ws.close()))
+            # Stopping closes the session, which ends the loop below: no task and wait per frame.
+            stopper.add_done_callback(lambda t: t.cancelled() or asyncio.ensure_future(channel.close()))
+            accepter = asyncio.create_task(self._accept(channel))
             try:
-                while True:
-                    msg = await ws.receive()
-                    if msg.type != aiohttp.WSMsgType.BINARY:
-                        return  # closed or errored: reconnect
-                    header, payload = _wire.unpack(msg.data)
-                    await self._handle(header, payload)
+                control = await channel.control()
+                self.logs = channel.open(LOGS_HEADERS)
+                self.control = control
+                self.send({"t": "hello", "worker": self.worker_id, "pid": os.getpid(), "provider": self.provider,
+                           "capacity": capacity(self.home)})
+                while (frame := await control.read_frame()) is not None:
+                    await self._handle(*frame)
+            except Error as e:  # the session ended: dead (silent peer), closed, or a protocol error
+                log.warning("session ended: %s", e.message)
             finally:
+                self.control = self.logs = None
                 stopper.cancel()
-                writer.cancel()
-                self.ws = None
+                accepter.cancel()
+                self.web.close()
+                await channel.close()
+
+    async def _accept(self, channel: SessionChannel) -> None:
+        """Streams the control plane opens: one per proxied request."""
+        with contextlib.suppress(Error):
+            while True:
+                stream = await channel.accept()
+                if stream.headers.startswith(WEB_HEADERS):
+                    self.web.accept(stream)
+                else:
+                    stream.reset(REFUSED)
 
     async def _handle(self, header: dict[str, Any], payload: bytes) -> None:
         kind = header["t"]
-        if kind.startswith(web_relay.WEB_FRAMES):  # proxied HTTP: the hottest frames, tested first
-            web_relay.to_container(self.containers, self.send, header, payload)
-        elif kind == "welcome":
+        if kind == "welcome":
             self.worker_id = header["worker"]
             if header.get("key"):
                 # A one-time join token was exchanged for this worker's own key: reconnects and
@@ -279,9 +309,9 @@ class Agent:
         while (message := await ct.recv()) is not None:
             header, payload = message
             kind = header["t"]
-            if kind.startswith(web_relay.WEB_FRAMES):
-                header["container"] = ct.id  # which container spoke: it may answer only its own streams
-                self.send(header, payload)
+            if kind.startswith(web_relay.WEB_FRAMES):  # a container answers only its own streams
+                if (slow := self.web.from_container(ct, header, payload)) is not None:
+                    await _drained(slow)  # its client reads slowly: stop reading this container
             elif kind == "ready":
                 self.send({"t": "container_ready", "container": ct.id})
             elif kind == "load_failed":
@@ -289,8 +319,9 @@ class Agent:
                 self.containers.pop(ct.id, None)
                 self.send({"t": "container_failed", "container": ct.id, "error": header.get("error", "")})
             elif kind == "output":
-                self.send({"t": "log", "job": header.get("job"), "app": ct.app, "container": ct.id,
-                           "stream": header["stream"]}, payload)
+                if (slow := self._log({"t": "log", "job": header.get("job"), "app": ct.app, "container": ct.id,
+                                       "stream": header["stream"]}, payload)) is not None:
+                    await _drained(slow)
             elif kind == "result" and ct.stopping:
                 pass  # stopped by the control plane, which has already settled the call
             elif kind == "result":
@@ -312,10 +343,13 @@ class Agent:
         if pipe is None:
             return
         while line := await pipe.readline():
-            self.send({"t": "log", "job": ct.job, "app": ct.app, "container": ct.id, "stream": stream}, line)
+            if (slow := self._log({"t": "log", "job": ct.job, "app": ct.app, "container": ct.id, "stream": stream},
+                                  line)) is not None:
+                await _drained(slow)  # a flood of output waits for the control plane, not in memory
 
     async def _watch_exit(self, ct: ContainerProc) -> None:
         code = await ct.proc.wait()
+        self.web.container_gone(ct, f"container {ct.id} exited with code {code}")
         if not ct.stopping:
             self.containers.pop(ct.id, None)
             self.send({"t": "container_exited", "container": ct.id, "returncode": code})
@@ -336,6 +370,11 @@ class Agent:
         with contextlib.suppress(OSError):
             os.replace(tmp, target)
         return target
+
+
+async def _drained(stream: SessionStream) -> None:
+    with contextlib.suppress(Error):  # an ended stream or session needs no waiting for
+        await stream.drain()
 
 
 def run_agent(server: str, token: str, *, home: Path, provider: str, exit_with_parent: bool) -> None:

@@ -1,19 +1,40 @@
-"""The agent's part in web services: `http_*`/`ws_*` frames pass between the session and the
-container named in each frame. The agent keeps no per-stream state: a container that dies is
-reported by its exit, and the control plane ends that container's streams.
+"""The agent's part in web services: each proxied request or websocket is one stream of the
+worker session, opened by the control plane with the container named in its headers; the agent
+relays its frames (`http_*`, `ws_*`) to and from that container's link.
 
-Under load many streams of one container have a frame to send in the same turn of the event
-loop; both ends then send them as one `http_batch` frame (payload: `u32 length | frame`, ...),
-which the agent relays whole. That halves the session messages per request at 32 in flight.
+Backpressure runs end to end. Towards the container, the agent takes the next frame from the
+session stream only once the container link has taken the last one (`await drain()`), so a
+container that reads slowly stops the control plane's writer of that stream. Towards the
+control plane, a stream whose reader is slow (an HTTP client that stopped reading) fills its
+window, and once a bounded amount waits in the agent the agent stops reading that container's
+link until it drains: the container link is one socket with its own framing, so other streams
+of that same container wait too, but no other container, call or stream of the session does.
+
+The container link batches the frames of one loop turn into one `http_batch` frame (payload:
+`u32 length | frame`, ...); the agent unpacks them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Any, Protocol
+
+from apothic import _wire
+from apothic._bridge.session import WEB_HEADERS, SessionStream
+from apothic.exception import Error
+
+log = logging.getLogger("apothic.agent")
 
 WEB_FRAMES = ("http_", "ws_")
 BATCH = "http_batch"
+# Frames after which the container says nothing more on a stream.
+_FINAL = frozenset({"http_reset", "ws_close"})
+# How much of one stream's response may wait in the agent for window before the agent stops
+# reading the container's link.
+_HIGH_WATER = 1024 * 1024
 
 
 def pack_batch(frames: list[bytes]) -> bytes:
@@ -31,22 +52,99 @@ def unpack_batch(payload: bytes) -> Iterator[bytes]:
 
 class _Container(Protocol):
     proc: Any
+    writer: asyncio.StreamWriter
 
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None: ...
 
 
-def to_container(containers: dict[str, Any], reply: Callable[[dict[str, Any], bytes], None],
-                 header: dict[str, Any], payload: bytes) -> None:
-    """Hands a frame from the control plane to its container, or answers that it is gone."""
-    container_id = header.pop("container", "")
-    ct: _Container | None = containers.get(container_id)
-    if ct is not None and ct.proc.returncode is None:
-        ct.send(header, payload)
-        return
-    from apothic import _wire
+class WebRelay:
+    """The web streams of one session, by stream id (which is also the id the container link uses)."""
 
-    frames = [_wire.unpack(f) for f in unpack_batch(payload)] if header["t"] == BATCH else [(header, payload)]
-    for inner, _ in frames:
-        if inner["t"] in ("http_open", "ws_open"):  # its requests must not wait for their timeout
-            reply({"t": "http_reset" if inner["t"] == "http_open" else "ws_close", "sid": inner["sid"],
-                   "container": container_id, "code": 1011, "message": "the container is no longer running"}, b"")
+    def __init__(self, containers: dict[str, Any]) -> None:
+        self.containers = containers
+        self.streams: dict[int, tuple[SessionStream, _Container]] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def accept(self, stream: SessionStream) -> None:
+        task = asyncio.create_task(self._inbound(stream))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def close(self) -> None:
+        """The session ended: its streams are gone with it; the containers hear it below."""
+        for task in list(self.tasks):
+            task.cancel()
+        for sid, (_, ct) in list(self.streams.items()):
+            if ct.proc.returncode is None:
+                ct.send({"t": "http_reset", "sid": sid})
+        self.streams.clear()
+
+    async def _inbound(self, stream: SessionStream) -> None:
+        container_id = stream.headers[len(WEB_HEADERS):].decode()
+        ct: _Container | None = self.containers.get(container_id)
+        if ct is None or ct.proc.returncode is not None:
+            await _refuse(stream, f"container {container_id} is no longer running")
+            return
+        sid = stream.id
+        self.streams[sid] = (stream, ct)
+        try:
+            while (frame := await stream.read_frame()) is not None:
+                header, payload = frame
+                header["sid"] = sid
+                ct.send(header, payload)
+                # The next frame is taken from the session only once the container has this one.
+                await ct.writer.drain()
+        except (Error, ConnectionError):
+            # RESET by the control plane (client gone, timeout), the session ended, or the link
+            # broke: a request still running in the container is told to stop.
+            if sid in self.streams and ct.proc.returncode is None:
+                with contextlib.suppress(Exception):
+                    ct.send({"t": "http_reset", "sid": sid})
+        finally:
+            self.streams.pop(sid, None)
+
+    def from_container(self, ct: _Container, header: dict[str, Any], payload: bytes) -> SessionStream | None:
+        """Puts a frame (or a batch) from a container on its stream. Returns a stream the caller
+        must `await drain()` before reading more from the container, else None."""
+        if header["t"] == BATCH:
+            slow = None
+            for frame in unpack_batch(payload):
+                slow = self._one(ct, *_wire.unpack(frame)) or slow
+            return slow
+        return self._one(ct, header, payload)
+
+    def _one(self, ct: _Container, header: dict[str, Any], payload: bytes) -> SessionStream | None:
+        sid = header.pop("sid", 0)
+        entry = self.streams.get(sid)
+        if entry is None or entry[1] is not ct:  # ended, or not this container's to answer
+            return None
+        stream = entry[0]
+        kind = header["t"]
+        try:
+            stream.write_frame(header, payload)
+            if kind in _FINAL or (header.get("end") and kind in ("http_start", "http_data")):
+                del self.streams[sid]
+                stream.close()
+                return None
+        except Error:
+            self.streams.pop(sid, None)  # reset meanwhile: the reader tells the container
+            return None
+        return stream if stream.queued > _HIGH_WATER else None
+
+    def container_gone(self, ct: _Container, why: str) -> None:
+        """A container exited: its streams end with the reason."""
+        for sid, (stream, owner) in list(self.streams.items()):
+            if owner is ct:
+                del self.streams[sid]
+                with contextlib.suppress(Error):
+                    stream.write_frame({"t": "http_reset", "message": why})
+                    stream.close()
+
+
+async def _refuse(stream: SessionStream, why: str) -> None:
+    """Answers a stream for a container that is gone, so the request need not wait for its timeout."""
+    with contextlib.suppress(Error):
+        stream.write_frame({"t": "http_reset", "message": why})
+        stream.close()
+        while await stream.read():  # take what the control plane sent, so the stream can finish
+            pass

@@ -5,72 +5,47 @@ A web function's containers come from the scheduler like any other's (min_contai
 idle ones stop after scaledown_window), but requests never touch the function queue: each
 request takes a slot on a ready container (at most `max_inputs` at once), starting a container
 when none has room (a cold start) and waiting, within the function's timeout, for one to be
-ready. Each request is one stream with an id chosen here; its frames (`http_*`, `ws_*`) go to
-the container's worker with the container named, and come back from it carrying the id.
+ready. Each request is one stream of the worker's session (apothic-session), opened here with
+the container named in its headers; its frames (`http_*`, `ws_*`, each a `_wire` frame behind a
+u32 length) go both ways on that stream. The stream's own flow control is the backpressure: a
+response is read from the stream only as fast as the HTTP client takes it, so a slow client
+stalls its own stream and nothing else. Ending a request early RESETs its stream.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from apothic import _ids, _wire
-from apothic._worker import web_relay
+from apothic import _ids
+from apothic._bridge.session import WEB_HEADERS, SessionChannel, SessionStream
 from apothic.control.auth import Auth
 from apothic.control.model import Container, FunctionRuntime
 from apothic.control.scheduler import Scheduler
 from apothic.control.store import Store
-from apothic.exception import AuthError, InvalidError, NotFoundError, WebTimeoutError, WebUpstreamError
+from apothic.exception import AuthError, Error, InvalidError, NotFoundError, WebTimeoutError, WebUpstreamError
 
 Frame = tuple[dict[str, Any], bytes]
 _WAKE_S = 0.5  # a waiting request looks again this often even if nothing told it to
-
-
-class Inbox:
-    """A stream's frames from its container, in order, for its one reader. Lighter than an
-    asyncio.Queue and its timeout wrappers, which showed per request in the profile."""
-
-    __slots__ = ("frames", "waiter")
-
-    def __init__(self) -> None:
-        self.frames: collections.deque[Frame] = collections.deque()
-        self.waiter: asyncio.Future[None] | None = None
-
-    def put(self, frame: Frame) -> None:
-        self.frames.append(frame)
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    async def get(self, deadline: float | None = None) -> Frame:
-        """The next frame; TimeoutError once `deadline` (time.monotonic()) passes first."""
-        while not self.frames:
-            loop = asyncio.get_running_loop()
-            self.waiter = waiter = loop.create_future()
-            expiry = None if deadline is None else loop.call_later(max(0.0, deadline - time.monotonic()),
-                                                                   _expire, waiter)
-            try:
-                await waiter
-            finally:
-                self.waiter = None
-                if expiry is not None:
-                    expiry.cancel()
-        return self.frames.popleft()
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
+# Frames after which the container has nothing more to say on a stream.
+_FINAL = frozenset({"http_reset", "ws_close"})
 
 
 @dataclass(slots=True, eq=False)
 class Stream:
-    sid: int
     container: Container
     worker_id: str
-    inbox: Inbox = field(default_factory=Inbox)
+    wire: SessionStream
+    finished: bool = False  # both sides said their last word: close quietly rather than reset
+    dropped: str | None = None  # why the control plane ended it (its container stopped)
+
+
+def _reset(stream: Stream) -> None:
+    with contextlib.suppress(Error):  # the session itself ended: nothing to tell
+        stream.wire.reset()
 
 
 def web_spec(fn: FunctionRuntime) -> dict[str, Any]:
@@ -83,13 +58,11 @@ class WebService:
         self.store = store
         self.auth = auth
         self.routes: dict[tuple[str, str], str] = {}  # (app name or id, label) -> function id
-        self.streams: dict[int, Stream] = {}
-        self.by_container: dict[str, set[int]] = {}
+        self.channels: dict[str, SessionChannel] = {}  # worker id -> its session
+        self.by_container: dict[str, set[Stream]] = {}
         self.waiting: dict[str, int] = {}  # function id -> requests waiting for a slot
         self.changed: dict[str, asyncio.Event] = {}  # function id -> set when a slot may have opened
         self.failures: dict[str, tuple[float, str]] = {}  # function id -> (when, why its container failed)
-        self._last_sid = 0
-        self._outgoing: dict[str, list[Frame]] = {}  # container id -> frames to send this loop turn
         scheduler.container_listeners.append(self._on_container)
 
     # ---- which function ---------------------------------------------------------------------
@@ -189,67 +162,75 @@ class WebService:
         if event == "failed":
             self.failures[ct.function_id] = (time.monotonic(), message.strip().splitlines()[-1] if message else "")
         elif event == "dropped":
-            for sid in self.by_container.pop(ct.id, set()):
-                stream = self.streams.get(sid)
-                if stream is not None:
-                    stream.inbox.put(({"t": "http_reset", "sid": sid,
-                                              "message": f"container {ct.id} stopped"}, b""))
+            for stream in self.by_container.pop(ct.id, set()):
+                stream.dropped = f"container {ct.id} stopped"
+                _reset(stream)  # its reader wakes with the reason
         self._wake(ct.function_id)
 
-    # ---- streams ----------------------------------------------------------------------------
+    # ---- sessions and streams ----------------------------------------------------------------
+    def attach(self, worker_id: str, channel: SessionChannel) -> None:
+        self.channels[worker_id] = channel
+
+    def detach(self, worker_id: str, channel: SessionChannel) -> None:
+        if self.channels.get(worker_id) is channel:  # not a newer session of the same worker
+            del self.channels[worker_id]
+
     def open(self, ct: Container) -> Stream:
-        self._last_sid += 1
-        stream = Stream(sid=self._last_sid, container=ct, worker_id=ct.worker_id)
-        self.streams[stream.sid] = stream
-        self.by_container.setdefault(ct.id, set()).add(stream.sid)
+        channel = self.channels.get(ct.worker_id)
+        if channel is None or channel.closed:
+            raise WebUpstreamError(f"the worker serving container {ct.id} is gone")
+        try:
+            wire = channel.open(WEB_HEADERS + ct.id.encode())
+        except Error as e:
+            raise WebUpstreamError(f"the worker serving container {ct.id} is gone: {e.message}") from None
+        stream = Stream(container=ct, worker_id=ct.worker_id, wire=wire)
+        self.by_container.setdefault(ct.id, set()).add(stream)
         return stream
 
     def close(self, stream: Stream) -> None:
-        self.streams.pop(stream.sid, None)
-        sids = self.by_container.get(stream.container.id)
-        if sids is not None:
-            sids.discard(stream.sid)
+        """The request is over: a stream whose exchange finished closes; any other is RESET, which
+        tells the container to stop the app's work on it."""
+        streams = self.by_container.get(stream.container.id)
+        if streams is not None:
+            streams.discard(stream)
+        if stream.finished:
+            with contextlib.suppress(Error):
+                stream.wire.close()
+        else:
+            _reset(stream)
 
     def send(self, stream: Stream, header: dict[str, Any], payload: bytes = b"") -> bool:
-        """A frame to the stream's container; False when its worker is gone."""
-        worker = self.scheduler.workers.get(stream.worker_id)
-        if worker is None:
+        """A frame to the stream's container; False when the stream or its worker is gone."""
+        try:
+            stream.wire.write_frame(header, payload)
+        except Error:
             return False
-        header["sid"] = stream.sid
-        pending = self._outgoing.get(stream.container.id)
-        if pending is None:
-            pending = self._outgoing[stream.container.id] = []
-            asyncio.get_running_loop().call_soon(self._flush, stream.container, stream.worker_id)
-        pending.append((header, payload))
+        if header["t"] == "ws_close":
+            stream.finished = True  # a goodbye: it must not be dropped by a reset
         return True
 
-    def _flush(self, ct: Container, worker_id: str) -> None:
-        """This turn's frames for a container leave as one (a batch when there are several)."""
-        frames = self._outgoing.pop(ct.id, None)
-        worker = self.scheduler.workers.get(worker_id)
-        if not frames or worker is None:
-            return  # a worker that is gone has its streams reset by the container's drop
-        if len(frames) == 1:
-            header, payload = frames[0]
-            header["container"] = ct.id
-            worker.send(header, payload)
-        else:
-            worker.send({"t": web_relay.BATCH, "container": ct.id},
-                        web_relay.pack_batch([_wire.pack(h, p) for h, p in frames]))
+    async def drain(self, stream: Stream) -> None:
+        """Waits while the stream's window is full (a request body the app reads slowly)."""
+        await stream.wire.drain()
 
-    def on_frame(self, worker_id: str, header: dict[str, Any], payload: bytes) -> None:
-        """A frame from a worker's session: to the stream it names, if that worker and container
-        serve it (user code in one container cannot answer another container's requests)."""
-        if header["t"] == web_relay.BATCH:
-            container = header.get("container")  # stamped by the agent, never by the container
-            for frame in web_relay.unpack_batch(payload):
-                inner, body = _wire.unpack(frame)
-                inner["container"] = container
-                self._deliver(worker_id, inner, body)
-        else:
-            self._deliver(worker_id, header, payload)
-
-    def _deliver(self, worker_id: str, header: dict[str, Any], payload: bytes) -> None:
-        stream = self.streams.get(header.get("sid", 0))
-        if stream is not None and stream.worker_id == worker_id and stream.container.id == header.get("container"):
-            stream.inbox.put((header, payload))
+    async def receive(self, stream: Stream, deadline: float | None = None) -> Frame:
+        """The next frame from the container; an `http_reset` frame (with a message) when the
+        stream ended without one; TimeoutError once `deadline` (time.monotonic()) passes."""
+        try:
+            if deadline is None:
+                frame = await stream.wire.read_frame()
+            else:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    frame = await stream.wire.read_frame()
+        except Error as e:
+            stream.finished = True  # nothing more will come; closing or resetting changes nothing
+            message = stream.dropped or f"the worker's session ended the stream ({e.message})"
+            return {"t": "http_reset", "message": message}, b""
+        if frame is None:
+            stream.finished = True
+            return {"t": "http_reset", "message": "the container broke off the request"}, b""
+        header = frame[0]
+        kind = header["t"]
+        if kind in _FINAL or (header.get("end") and kind in ("http_start", "http_data")):
+            stream.finished = True
+        return frame

@@ -5,7 +5,9 @@ Public like Modal's endpoints (no API key needed), unless the function asked for
 Requests and responses stream in both directions; websockets are relayed message by message.
 The function's `timeout` bounds the wait for a container and for the response to begin (504
 `web.timeout`); a response that has begun (a stream, SSE, a websocket) may run as long as it likes.
-There is no per-stream flow control yet: that arrives when these frames move onto apothic-session.
+Each request is its own stream of the worker's session, with its own flow control: the response
+is taken from the stream only as fast as the client reads it, so a slow client holds back only
+its own request; a request that ends early (client gone, timeout) RESETs its stream.
 """
 
 from __future__ import annotations
@@ -52,9 +54,10 @@ def _response_headers(pairs: list[list[str]], *, whole: bool) -> CIMultiDict[str
     return CIMultiDict((k, v) for k, v in pairs if k.lower() not in drop)
 
 
-async def _next(stream: Stream, deadline: float | None, fn_name: str, timeout_s: float) -> tuple[dict, bytes]:
+async def _next(service: WebService, stream: Stream, deadline: float | None, fn_name: str,
+                timeout_s: float) -> tuple[dict, bytes]:
     try:
-        return await stream.inbox.get(deadline)
+        return await service.receive(stream, deadline)
     except TimeoutError:
         raise WebTimeoutError(f"{fn_name} did not answer within its {timeout_s:g} s timeout") from None
 
@@ -66,7 +69,11 @@ async def serve_web(request: web.Request) -> web.StreamResponse:
     await service.authorize(fn, request.headers.get(PROXY_AUTH_HEADER))
     deadline = time.monotonic() + fn.spec.timeout_s
     ct = await service.acquire(fn.spec.id, deadline)
-    stream = service.open(ct)
+    try:
+        stream = service.open(ct)
+    except BaseException:
+        service.release(ct)
+        raise
     try:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await _proxy_websocket(request, service, stream, deadline, fn.spec.name, fn.spec.timeout_s)
@@ -78,7 +85,9 @@ async def serve_web(request: web.Request) -> web.StreamResponse:
 
 async def _pump_body(request: web.Request, service: WebService, stream: Stream) -> None:
     async for chunk in request.content.iter_chunked(_CHUNK):
-        service.send(stream, {"t": "http_body", "end": False}, chunk)
+        if not service.send(stream, {"t": "http_body", "end": False}, chunk):
+            return
+        await service.drain(stream)  # read the client's body only as fast as the app takes it
     service.send(stream, {"t": "http_body", "end": True})
 
 
@@ -98,7 +107,7 @@ async def _proxy_http(request: web.Request, service: WebService, stream: Stream,
         raise WebUpstreamError(f"{name}: the worker serving it is gone")
     response: web.StreamResponse | None = None
     try:
-        header, payload = await _next(stream, deadline, name, timeout_s)
+        header, payload = await _next(service, stream, deadline, name, timeout_s)
         if header["t"] != "http_start":
             raise WebUpstreamError(f"{name} failed: {header.get('message') or 'the container broke off the request'}")
         if header.get("end"):
@@ -110,7 +119,7 @@ async def _proxy_http(request: web.Request, service: WebService, stream: Stream,
         if payload:
             await response.write(payload)
         while True:
-            header, payload = await _next(stream, None, name, timeout_s)
+            header, payload = await _next(service, stream, None, name, timeout_s)
             if header["t"] != "http_data":
                 # Too late for an error status: cutting the connection tells the client it is incomplete.
                 if request.transport is not None:
@@ -121,11 +130,9 @@ async def _proxy_http(request: web.Request, service: WebService, stream: Stream,
             if header.get("end"):
                 await response.write_eof()
                 return response
-    except (asyncio.CancelledError, WebTimeoutError):
-        service.send(stream, {"t": "http_reset"})  # the request ends here: stop the app's work
-        raise
     except ConnectionError:
-        service.send(stream, {"t": "http_reset"})  # the client went away mid-response
+        # The client went away mid-response: closing the stream unfinished RESETs it, which
+        # stops the app's work (so does a timeout or cancellation, raised through).
         if request.transport is not None:
             request.transport.close()
         return response if response is not None else web.Response(status=499)
@@ -144,7 +151,7 @@ async def _proxy_websocket(request: web.Request, service: WebService, stream: St
     if not service.send(stream, {"t": "ws_open", "scope": scope}):
         raise WebUpstreamError(f"{name}: the worker serving it is gone")
     try:
-        header, _ = await _next(stream, deadline, name, timeout_s)
+        header, _ = await _next(service, stream, deadline, name, timeout_s)
     except WebTimeoutError:
         service.send(stream, {"t": "ws_close", "code": 1001})
         raise
@@ -158,7 +165,7 @@ async def _proxy_websocket(request: web.Request, service: WebService, stream: St
 
     async def from_app() -> None:
         while True:
-            frame, payload = await stream.inbox.get()
+            frame, payload = await service.receive(stream)
             if frame["t"] == "ws_msg":
                 if frame.get("text"):
                     await ws.send_str(payload.decode("utf-8"))

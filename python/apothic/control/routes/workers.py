@@ -1,15 +1,23 @@
-"""Worker agents: the list, and the one websocket session each agent dials out to."""
+"""Worker agents: the list, and the one websocket session each agent dials out to.
+
+The session is an `apothic-session` multiplexer (see _bridge/session.py): its control stream
+carries `_wire` frames (hello/welcome, calls and results, heartbeats, container lifecycle,
+sandbox requests), the agent's log stream carries output, and each proxied HTTP request or
+websocket gets a stream of its own (control/web.py), so flow control holds back only the
+stream whose reader is slow."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from apothic import _ids, _wire
+from apothic import _ids
+from apothic._bridge.session import LOGS_HEADERS, REFUSED, SessionChannel, SessionStream, config_from_env
 from apothic.control import keys
 from apothic.control.capacity import CAPACITY
 from apothic.control.middlewares import error_response
@@ -43,30 +51,24 @@ async def worker_session(request: web.Request) -> web.StreamResponse:
             raise AuthError(f"invalid worker token: rental {grant.rental} was given back")
     except Error as e:
         return error_response(e.code, e.message, e.http_status)
-    ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=0, compress=False)
+    # No websocket heartbeat: the session pings, and declares the agent dead when it goes silent.
+    ws = web.WebSocketResponse(heartbeat=None, max_msg_size=0, compress=False)
     await ws.prepare(request)
     scheduler = request.app[keys.SCHEDULER]
     web_service = request.app[keys.WEB]
-    outbox: asyncio.Queue[bytes] = asyncio.Queue()
-
-    async def writer() -> None:
-        while True:
-            frame = await outbox.get()
-            await ws.send_bytes(frame)
-
+    channel = SessionChannel(ws, dialer=False, config=config_from_env())
+    channel.start()
     worker: WorkerHandle | None = None
-    write_task = asyncio.create_task(writer())
+    accepter: asyncio.Task[None] | None = None
     try:
-        async for msg in ws:
-            if msg.type != WSMsgType.BINARY:
-                continue
-            header, payload = _wire.unpack(msg.data)
-            if worker is not None and header["t"].startswith(("http_", "ws_")):  # proxied HTTP, hottest first
-                web_service.on_frame(worker.id, header, payload)
-            elif header["t"] == "hello":
+        control = await channel.control()
+        accepter = asyncio.create_task(_accept(channel, scheduler))
+        while (frame := await control.read_frame()) is not None:
+            header, payload = frame
+            if header["t"] == "hello":
                 worker = WorkerHandle(
                     id=(grant.worker if grant else None) or header.get("worker") or _ids.new_id("worker"),
-                    send=lambda h, p=b"": outbox.put_nowait(_wire.pack(h, p)),
+                    send=_sender(control),
                     capacity=header.get("capacity") or {},
                     pid=header.get("pid"),
                     provider=grant.provider if grant else header.get("provider", "manual"),
@@ -82,24 +84,69 @@ async def worker_session(request: web.Request) -> web.StreamResponse:
                             worker = None
                             break
                     await request.app[CAPACITY].worker_joined(grant.rental, worker)
-                worker.send(welcome)
+                worker.send(welcome, b"")
+                web_service.attach(worker.id, channel)
                 scheduler.worker_connected(worker)
                 log.info("worker %s connected (pid %s)", worker.id, worker.pid)
             elif worker is not None and header["t"].startswith("sb_"):
                 request.app[keys.SANDBOXES].on_frame(worker, header, payload)
             elif worker is not None:
                 await _handle(scheduler, worker, header, payload)
+    except Error as e:  # the session ended under us: dead (silent), closed, or a protocol error
+        log.info("worker session %s ended: %s", worker.id if worker else "(before hello)", e.message)
     finally:
-        write_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await write_task
+        if accepter is not None:
+            accepter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await accepter
         if worker is not None:
             log.info("worker %s disconnected", worker.id)
+            web_service.detach(worker.id, channel)
             scheduler.worker_disconnected(worker.id)
             request.app[keys.SANDBOXES].worker_disconnected(worker.id)
             if worker.metadata and request.app.get(CAPACITY) is not None:
                 request.app[CAPACITY].worker_left(worker.id)
+        # Last: closing the websocket of a silent peer waits out aiohttp's close timeout.
+        await channel.close()
     return ws
+
+
+def _sender(control: SessionStream) -> Callable[[dict[str, Any], bytes], None]:
+    def send(header: dict[str, Any], payload: bytes = b"") -> None:
+        # Frames to a session that has just ended are dropped, as they were to a closed
+        # websocket: the reader sees the end and drops the worker.
+        with contextlib.suppress(Error):
+            control.write_frame(header, payload)
+
+    return send
+
+
+async def _accept(channel: SessionChannel, scheduler: Scheduler) -> None:
+    """Streams the agent opens: its log stream. Anything else is refused."""
+    readers: set[asyncio.Task[None]] = set()
+    try:
+        while True:
+            try:
+                stream = await channel.accept()
+            except Error:
+                return  # the session ended; the control stream's reader cleans up
+            if stream.headers == LOGS_HEADERS:
+                task = asyncio.create_task(_read_logs(stream, scheduler))
+                readers.add(task)
+                task.add_done_callback(readers.discard)
+            else:
+                stream.reset(REFUSED)
+    finally:
+        for task in list(readers):
+            task.cancel()
+
+
+async def _read_logs(stream: SessionStream, scheduler: Scheduler) -> None:
+    with contextlib.suppress(Error):
+        while (frame := await stream.read_frame()) is not None:
+            header, payload = frame
+            scheduler.log(header.get("job"), header.get("app"), header["container"], header["stream"],
+                          payload.decode("utf-8", "replace"))
 
 
 async def _handle(scheduler: Scheduler, worker: WorkerHandle, header: dict[str, Any], payload: bytes) -> None:
