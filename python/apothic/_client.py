@@ -15,6 +15,8 @@ import orjson
 from apothic import _config, _wire
 from apothic.exception import AuthError, ConnectionError, Error, error_for
 
+_BATCHED = "apothic.rpc.batched"  # the websocket subprotocol of routes/rpc.py: many frames a message
+
 
 class _RpcUnavailable(Exception):
     pass
@@ -105,8 +107,8 @@ class Client:
                 return self._ws
             try:
                 # No per-message deflate: compressing every small frame cost more CPU than any other step.
-                self._ws = await self._http().ws_connect(f"{self.url}/v1/rpc?frames=batched", max_msg_size=0,
-                                                         heartbeat=30.0, compress=0)
+                self._ws = await self._http().ws_connect(f"{self.url}/v1/rpc", max_msg_size=0, heartbeat=30.0,
+                                                         compress=0, protocols=(_BATCHED,))
             except aiohttp.WSServerHandshakeError:
                 raise _RpcUnavailable() from None  # e.g. a refused key: HTTP then reports it properly
             except aiohttp.ClientConnectionError as e:
@@ -124,10 +126,14 @@ class Client:
             if ws.closed:
                 return
             if self._outbox and self._ws is ws:
-                message = b"".join(self._outbox)
+                # A server that did not pick the batched subprotocol (an older one) takes one
+                # frame per message.
+                messages = [b"".join(self._outbox)] if ws.protocol == _BATCHED else \
+                    [frame[4:] for frame in self._outbox]
                 self._outbox.clear()
                 try:
-                    await ws.send_bytes(message)
+                    for message in messages:
+                        await ws.send_bytes(message)
                 except Exception:  # the reader sees the socket close and fails what is pending
                     await ws.close()
                     return
@@ -139,7 +145,7 @@ class Client:
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.BINARY:
                     continue
-                for frame in _split_frames(msg.data):
+                for frame in _split_frames(msg.data) if ws.protocol == _BATCHED else [msg.data]:
                     header, payload = _wire.unpack(frame)
                     future = self._pending.get(header.get("id"))
                     if future is not None and not future.done():

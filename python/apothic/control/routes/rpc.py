@@ -6,10 +6,11 @@ that arrives here is resolved by the same router and served by the same handler 
 so the API has one implementation; only streaming routes (events, logs, watches, the worker
 session) stay on HTTP.
 
-A client that connects with `?frames=batched` sends and receives messages that each hold any
-number of frames, `u32 length | frame` after one another: a client with many requests in flight
-sends them in one message, and the answers finished in one turn of the loop go back in one. A
-websocket message cost about a third of the control plane's CPU per request before that.
+When the client offers the websocket subprotocol `apothic.rpc.batched` (and so the server picks
+it), each message holds any number of frames, `u32 length | frame` after one another: a client
+with many requests in flight sends them in one message, and the answers finished in one turn of
+the loop go back in one. A websocket message cost about a third of the control plane's CPU per
+request before that. Without it (an older client), one frame per message as before.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from apothic.exception import Error
 routes = web.RouteTableDef()
 log = logging.getLogger("apothic.rpc")
 
+BATCHED = "apothic.rpc.batched"
 _STREAMING = {"job_events", "app_logs", "watch_dict", "watch_queue", "worker_session", "rpc_session"}
 
 
@@ -125,9 +127,9 @@ def join_frames(frames: list[bytes]) -> bytes:
 @routes.get("/v1/rpc")
 async def rpc_session(request: web.Request) -> web.StreamResponse:
     principal = request[PRINCIPAL]
-    batched = request.query.get("frames") == "batched"
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=0, compress=False)
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=0, compress=False, protocols=(BATCHED,))
     await ws.prepare(request)
+    batched = ws.ws_protocol == BATCHED  # an older client offers none: one frame per message
     outbox: list[bytes] = []
     ready = asyncio.Event()
     tasks: set[asyncio.Task[None]] = set()
