@@ -27,6 +27,20 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 APOTHIC = [str(ROOT / ".venv" / "bin" / "python"), "-m", "apothic"]
 SECONDS = 10.0  # every loop stops at this time limit or its count, whichever comes first
+SERVER_PID = 0  # the control plane's, for its CPU time per operation
+
+
+def server_cpu_s() -> float:
+    fields = Path(f"/proc/{SERVER_PID}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ms_per_op(before: tuple[float, float], ops: int) -> dict[str, float]:
+    """CPU time per operation of each process (all its threads): a steadier figure than the
+    rate on a machine whose cores are shared with other work."""
+    server0, client0 = before
+    return {"server": round((server_cpu_s() - server0) / ops * 1000, 3),
+            "client": round((time.process_time() - client0) / ops * 1000, 3)}
 
 
 def sdk_cycles(clients: int, n: int) -> dict[str, Any]:
@@ -45,18 +59,20 @@ def sdk_cycles(clients: int, n: int) -> dict[str, Any]:
             done += 1
         return done
 
-    async def run() -> tuple[int, float, list[float]]:
+    async def run() -> tuple[int, float, list[float], dict[str, float]]:
         await q.hydrate.aio()
         lat: list[float] = []
         deadline = time.monotonic() + SECONDS
+        cpu0 = (server_cpu_s(), time.process_time())
         start = time.perf_counter()
         counts = await asyncio.gather(*(client(n // clients, deadline, lat) for _ in range(clients)))
-        return sum(counts), time.perf_counter() - start, lat
+        return sum(counts), time.perf_counter() - start, lat, cpu_ms_per_op(cpu0, sum(counts))
 
-    total, seconds, lat = asyncio.run(run())
+    total, seconds, lat, cpu = asyncio.run(run())
     lat.sort()
     return {"clients": clients, "cycles": total, "cycles_per_s": round(total / seconds, 1),
-            "p50_ms": round(lat[len(lat) // 2] * 1000, 3), "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 3)}
+            "p50_ms": round(lat[len(lat) // 2] * 1000, 3), "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 3),
+            "cpu_ms_per_cycle": cpu}
 
 
 def dict_ops(clients: int, n: int) -> dict[str, Any]:
@@ -64,7 +80,7 @@ def dict_ops(clients: int, n: int) -> dict[str, Any]:
 
     d = apothic.Dict.from_name(f"bench-{clients}", create_if_missing=True)
 
-    async def run(op: str) -> tuple[int, float]:
+    async def run(op: str) -> tuple[int, float, dict[str, float]]:
         await d.hydrate.aio()
         await d.put.aio("shared", 0)
         deadline = time.monotonic() + SECONDS
@@ -85,14 +101,16 @@ def dict_ops(clients: int, n: int) -> dict[str, Any]:
                 done += 1
             return done
 
+        cpu0 = (server_cpu_s(), time.process_time())
         start = time.perf_counter()
         counts = await asyncio.gather(*(client(c) for c in range(clients)))
-        return sum(counts), time.perf_counter() - start
+        return sum(counts), time.perf_counter() - start, cpu_ms_per_op(cpu0, sum(counts))
 
     out: dict[str, Any] = {"clients": clients}
     for op in ("write", "read", "cas_private", "cas_contended"):
-        total, seconds = asyncio.run(run(op))
+        total, seconds, cpu = asyncio.run(run(op))
         out[f"{op}_per_s"] = round(total / seconds, 1)
+        out[f"{op}_cpu_ms_per_op"] = cpu
     return out
 
 
@@ -168,7 +186,8 @@ def main() -> int:
     os.environ.pop("APOTHIC_SERVER_URL", None)
     os.environ.pop("APOTHIC_API_KEY", None)
     subprocess.run([*APOTHIC, "server", "start"], check=True, capture_output=True, timeout=120)
-    pid = json.loads((home / "server.json").read_text())["pid"]
+    global SERVER_PID
+    pid = SERVER_PID = json.loads((home / "server.json").read_text())["pid"]
     result: dict[str, Any] = {"benchmark": "coordination", "cpus": os.cpu_count(), "python": sys.version.split()[0],
                               "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     try:
