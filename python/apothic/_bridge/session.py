@@ -20,6 +20,7 @@ import collections
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -114,6 +115,11 @@ class Session:
     def receive(self, data: bytes) -> list[SessionEvent]:
         return [SessionEvent(*e) for e in self._ref.receive(data)]
 
+    @translated
+    def receive_raw(self, data: bytes) -> list[tuple[str, int, bytes | int | None]]:
+        """`receive` without wrapping each event: the channel's hot path."""
+        return self._ref.receive(data)
+
     def events(self) -> list[SessionEvent]:
         """Events raised outside `receive` (a dead peer noticed by `tick`)."""
         return [SessionEvent(*e) for e in self._ref.events()]
@@ -191,6 +197,9 @@ class SessionStream:
         self._error: Error | None = None
         self._reader: asyncio.Future[None] | None = None
         self._drainer: asyncio.Future[None] | None = None
+        # Callback mode (`listen`): chunks go to the sink as they arrive, the end to on_end.
+        self._sink: Callable[[bytes], None] | None = None
+        self._on_end: Callable[[Error | None], None] | None = None
 
     def __repr__(self) -> str:
         return f"<SessionStream {self.id} headers={self.headers!r}>"
@@ -234,6 +243,29 @@ class SessionStream:
         # holds back the writer of a stream nobody reads.
         self._channel._consumed(self.id, len(chunk))
         return chunk
+
+    def listen(self, on_chunk: Callable[[bytes], None], on_end: Callable[[Error | None], None]) -> None:
+        """Callback mode, for relays that would otherwise spend a task per stream: each chunk goes
+        to `on_chunk` as it arrives, in place of `read()`, and the stream's end to `on_end`
+        (None at the peer's close, else why it failed), once. The listener grants credit
+        itself with `consumed(n)` once it has passed a chunk on; credit it holds back holds
+        back the peer's writer."""
+        self._sink, self._on_end = on_chunk, on_end
+        while self._chunks:  # what arrived before
+            on_chunk(self._chunks.popleft())
+        if self._error is not None:
+            self._end(self._error)
+        elif self._eof:
+            self._end(None)
+
+    def consumed(self, n: int) -> None:
+        """In callback mode: n bytes handed to `on_chunk` have been dealt with."""
+        self._channel._consumed(self.id, n)
+
+    def _end(self, error: Error | None) -> None:
+        on_end, self._on_end, self._sink = self._on_end, None, None
+        if on_end is not None:
+            on_end(error)
 
     # ---- writing ----------------------------------------------------------------------
     @property
@@ -285,11 +317,16 @@ class SessionStream:
 
     # ---- fed by the channel -----------------------------------------------------------
     def _feed(self, chunk: bytes) -> None:
+        if self._sink is not None:
+            self._sink(chunk)
+            return
         self._chunks.append(chunk)
         self._wake_reader()
 
     def _feed_eof(self) -> None:
         self._eof = True
+        if self._on_end is not None:
+            self._end(None)
         self._wake_reader()
         self._forget_if_done()
 
@@ -306,6 +343,8 @@ class SessionStream:
             self._error = error
         if drop:
             self._chunks.clear()
+        if self._on_end is not None:
+            self._end(error)
         self._wake_reader()
         self._wake_drainer()
 
@@ -340,6 +379,8 @@ class SessionChannel:
         self._closed = asyncio.Event()
         self._control: asyncio.Future[SessionStream] | None = None
         self._peer_going_away = False
+        # When set, streams the peer opens go to it as they open, in place of `accept()`.
+        self.on_open: Callable[[SessionStream], None] | None = None
 
     async def __aenter__(self) -> SessionChannel:
         self.start()
@@ -432,7 +473,7 @@ class SessionChannel:
                 if msg.type != WSMsgType.BINARY:
                     raise MalformedRequestError(f"the session's websocket carried a {msg.type.name} message",
                                                 code="session.protocol")
-                self._dispatch(self._session.receive(msg.data))
+                self._dispatch(self._session.receive_raw(msg.data))
             reason: Error = ConnectionError("the peer closed the session's websocket", code="session.closed")
         except Error as e:
             reason = e
@@ -440,7 +481,7 @@ class SessionChannel:
             reason = ConnectionError(f"the session's websocket failed: {e}", code="session.closed")
         await self._shutdown(reason, flush=True)
 
-    def _dispatch(self, events: list[SessionEvent]) -> None:
+    def _dispatch(self, events: list[tuple[str, int, bytes | int | None]]) -> None:
         for kind, stream_id, data in events:
             stream = self._streams.get(stream_id)
             if kind == "data":
@@ -455,6 +496,9 @@ class SessionChannel:
                 if data == CONTROL_HEADERS and self._control is not None and not self._control.done():
                     self._control.set_result(stream)
                 else:
+                    if self.on_open is not None:
+                        self.on_open(stream)
+                        continue
                     self._incoming.append(stream)
                     self._wake_accepter()
             elif kind == "closed" and stream is not None:

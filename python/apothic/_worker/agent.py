@@ -44,6 +44,8 @@ EXIT_GRACE_S = 3.0
 # How much output may wait in the agent for the log stream's window before a container's output
 # is read no further.
 LOG_HIGH_WATER = 1024 * 1024
+# How much may wait unread in a container's link before the agent stops feeding it.
+LINK_HIGH_WATER = 256 * 1024
 
 
 @dataclass(eq=False)
@@ -60,9 +62,25 @@ class ContainerProc:
     stopping: bool = False
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
+    # Frames sent in one turn of the loop, written to the link as one write at its end: one
+    # syscall instead of one per frame (a sixth of the agent's CPU under proxied load).
+    pending: list[bytes] = field(default_factory=list)
+
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
         frame = _wire.pack(header, payload)
-        self.writer.write(len(frame).to_bytes(4, "big") + frame)
+        if not self.pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.pending.append(len(frame).to_bytes(4, "big"))
+        self.pending.append(frame)
+
+    def _flush(self) -> None:
+        data, self.pending = b"".join(self.pending), []
+        if not self.writer.is_closing():
+            self.writer.write(data)
+
+    def backlogged(self) -> bool:
+        """Whether the container is behind in reading its link: wait for `writer.drain()`."""
+        return self.writer.transport.get_write_buffer_size() > LINK_HIGH_WATER
 
     async def recv(self) -> tuple[dict[str, Any], bytes] | None:
         try:
@@ -176,7 +194,7 @@ class Agent:
             stopper = asyncio.create_task(self.stop.wait())
             # Stopping closes the session, which ends the loop below: no task and wait per frame.
             stopper.add_done_callback(lambda t: t.cancelled() or asyncio.ensure_future(channel.close()))
-            accepter = asyncio.create_task(self._accept(channel))
+            channel.on_open = self._opened  # proxied requests: relayed without a task each
             try:
                 control = await channel.control()
                 self.logs = channel.open(LOGS_HEADERS)
@@ -190,19 +208,15 @@ class Agent:
             finally:
                 self.control = self.logs = None
                 stopper.cancel()
-                accepter.cancel()
                 self.web.close()
                 await channel.close()
 
-    async def _accept(self, channel: SessionChannel) -> None:
-        """Streams the control plane opens: one per proxied request."""
-        with contextlib.suppress(Error):
-            while True:
-                stream = await channel.accept()
-                if stream.headers.startswith(WEB_HEADERS):
-                    self.web.accept(stream)
-                else:
-                    stream.reset(REFUSED)
+    def _opened(self, stream: SessionStream) -> None:
+        """A stream the control plane opened: one per proxied request."""
+        if stream.headers.startswith(WEB_HEADERS):
+            self.web.accept(stream)
+        else:
+            stream.reset(REFUSED)
 
     async def _handle(self, header: dict[str, Any], payload: bytes) -> None:
         kind = header["t"]

@@ -56,17 +56,72 @@ class _Container(Protocol):
 
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None: ...
 
+    def backlogged(self) -> bool: ...
+
 
 class WebRelay:
-    """The web streams of one session, by stream id (which is also the id the container link uses)."""
+    """The web streams of one session, by stream id (which is also the id the container link
+    uses). Streams are relayed in the session's callback mode: no task per request."""
 
     def __init__(self, containers: dict[str, Any]) -> None:
         self.containers = containers
         self.streams: dict[int, tuple[SessionStream, _Container]] = {}
+        self.owed: dict[int, int] = {}  # stream id -> credit held until its container catches up
         self.tasks: set[asyncio.Task[None]] = set()
 
     def accept(self, stream: SessionStream) -> None:
-        task = asyncio.create_task(self._inbound(stream))
+        container_id = stream.headers[len(WEB_HEADERS):].decode()
+        ct: _Container | None = self.containers.get(container_id)
+        if ct is None or ct.proc.returncode is not None:
+            _refuse(stream, f"container {container_id} is no longer running")
+            return
+        sid = stream.id
+        self.streams[sid] = (stream, ct)
+        buffer = bytearray()
+
+        def on_chunk(chunk: bytes) -> None:
+            nonlocal buffer
+            data = bytes(buffer) + chunk if buffer else chunk
+            offset, end = 0, len(data)
+            while end - offset >= 4:
+                size = int.from_bytes(data[offset : offset + 4], "big")
+                if end - offset - 4 < size:
+                    break
+                header, payload = _wire.unpack(data[offset + 4 : offset + 4 + size])
+                offset += 4 + size
+                header["sid"] = sid
+                ct.send(header, payload)
+            buffer = bytearray(data[offset:])
+            # Credit for these bytes goes back only once the container has taken what waits for
+            # it: a container that reads slowly holds back the control plane's writer.
+            if ct.backlogged():
+                self._credit_after_drain(stream, ct, len(chunk))
+            else:
+                stream.consumed(len(chunk))
+
+        def on_end(error: Error | None) -> None:
+            # RESET by the control plane (client gone, timeout) or the session ended: a request
+            # still running in the container is told to stop.
+            if error is not None and sid in self.streams and ct.proc.returncode is None:
+                ct.send({"t": "http_reset", "sid": sid})
+            self.streams.pop(sid, None)
+
+        stream.listen(on_chunk, on_end)
+
+    def _credit_after_drain(self, stream: SessionStream, ct: _Container, n: int) -> None:
+        waiting = stream.id in self.owed
+        self.owed[stream.id] = self.owed.get(stream.id, 0) + n
+        if waiting:
+            return
+
+        async def drain_then_credit() -> None:
+            with contextlib.suppress(Exception):  # a container that died answers through its exit
+                await ct.writer.drain()
+            owed = self.owed.pop(stream.id, 0)
+            with contextlib.suppress(Error):
+                stream.consumed(owed)
+
+        task = asyncio.create_task(drain_then_credit())
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -78,30 +133,7 @@ class WebRelay:
             if ct.proc.returncode is None:
                 ct.send({"t": "http_reset", "sid": sid})
         self.streams.clear()
-
-    async def _inbound(self, stream: SessionStream) -> None:
-        container_id = stream.headers[len(WEB_HEADERS):].decode()
-        ct: _Container | None = self.containers.get(container_id)
-        if ct is None or ct.proc.returncode is not None:
-            await _refuse(stream, f"container {container_id} is no longer running")
-            return
-        sid = stream.id
-        self.streams[sid] = (stream, ct)
-        try:
-            while (frame := await stream.read_frame()) is not None:
-                header, payload = frame
-                header["sid"] = sid
-                ct.send(header, payload)
-                # The next frame is taken from the session only once the container has this one.
-                await ct.writer.drain()
-        except (Error, ConnectionError):
-            # RESET by the control plane (client gone, timeout), the session ended, or the link
-            # broke: a request still running in the container is told to stop.
-            if sid in self.streams and ct.proc.returncode is None:
-                with contextlib.suppress(Exception):
-                    ct.send({"t": "http_reset", "sid": sid})
-        finally:
-            self.streams.pop(sid, None)
+        self.owed.clear()
 
     def from_container(self, ct: _Container, header: dict[str, Any], payload: bytes) -> SessionStream | None:
         """Puts a frame (or a batch) from a container on its stream. Returns a stream the caller
@@ -141,10 +173,9 @@ class WebRelay:
                     stream.close()
 
 
-async def _refuse(stream: SessionStream, why: str) -> None:
+def _refuse(stream: SessionStream, why: str) -> None:
     """Answers a stream for a container that is gone, so the request need not wait for its timeout."""
+    stream.listen(lambda chunk: stream.consumed(len(chunk)), lambda error: None)  # take and drop its frames
     with contextlib.suppress(Error):
         stream.write_frame({"t": "http_reset", "message": why})
         stream.close()
-        while await stream.read():  # take what the control plane sent, so the stream can finish
-            pass
