@@ -56,6 +56,8 @@ class _Container(Protocol):
 
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None: ...
 
+    def send_many(self, frames: list[bytes]) -> None: ...
+
     def backlogged(self) -> bool: ...
 
 
@@ -83,6 +85,7 @@ class WebRelay:
             nonlocal buffer
             data = bytes(buffer) + chunk if buffer else chunk
             offset, end = 0, len(data)
+            frames = []
             while end - offset >= 4:
                 size = int.from_bytes(data[offset : offset + 4], "big")
                 if end - offset - 4 < size:
@@ -90,8 +93,10 @@ class WebRelay:
                 header, payload = _wire.unpack(data[offset + 4 : offset + 4 + size])
                 offset += 4 + size
                 header["sid"] = sid
-                ct.send(header, payload)
+                frames.append(_wire.pack(header, payload))
             buffer = bytearray(data[offset:])
+            if frames and ct.proc.returncode is None:
+                ct.send_many(frames)
             # Credit for these bytes goes back only once the container has taken what waits for
             # it: a container that reads slowly holds back the control plane's writer.
             if ct.backlogged():
