@@ -209,15 +209,44 @@ class Agent:
                 self.control = control
                 self.send({"t": "hello", "worker": self.worker_id, "pid": os.getpid(), "provider": self.provider,
                            "capacity": capacity(self.home)})
-                while (frame := await control.read_frame()) is not None:
-                    await self._handle(*frame)
-            except Error as e:  # the session ended: dead (silent peer), closed, or a protocol error
+                ended = await self._listen(control)
+                log.warning("session ended: %s", ended.message if ended else "the control plane closed it")
+            except Error as e:  # the session ended before it began
                 log.warning("session ended: %s", e.message)
             finally:
                 self.control = self.logs = None
                 stopper.cancel()
                 self.web.close()
                 await channel.close()
+
+    async def _listen(self, control: SessionStream) -> Error | None:
+        """Handles the control stream's frames as they arrive, in the session's callback mode
+        (no task switch per frame); returns when the stream ends, with why."""
+        ended: asyncio.Future[Error | None] = asyncio.get_running_loop().create_future()
+        buffer = b""
+
+        def on_chunk(chunk: bytes) -> None:
+            nonlocal buffer
+            data = buffer + chunk if buffer else chunk
+            offset, end = 0, len(data)
+            try:
+                while end - offset >= 4:
+                    size = int.from_bytes(data[offset : offset + 4], "big")
+                    if end - offset - 4 < size:
+                        break
+                    header, payload = _wire.unpack(data[offset + 4 : offset + 4 + size])
+                    offset += 4 + size
+                    self._handle(header, payload)
+            finally:
+                buffer = data[offset:]
+                control.consumed(len(chunk))
+
+        def on_end(error: Error | None) -> None:
+            if not ended.done():
+                ended.set_result(error)
+
+        control.listen(on_chunk, on_end)
+        return await ended
 
     def _opened(self, stream: SessionStream) -> None:
         """A stream the control plane opened: one per proxied request."""
@@ -226,7 +255,7 @@ class Agent:
         else:
             stream.reset(REFUSED)
 
-    async def _handle(self, header: dict[str, Any], payload: bytes) -> None:
+    def _handle(self, header: dict[str, Any], payload: bytes) -> None:
         kind = header["t"]
         if kind == "welcome":
             self.worker_id = header["worker"]
