@@ -213,10 +213,13 @@ class SessionStream:
             return chunk
         return await self._next_chunk()
 
-    async def read_frame(self) -> tuple[dict[str, Any], bytes] | None:
-        """The next `_wire` frame written by `write_frame`; None at the end of the stream."""
+    async def read_frame(self, timeout: float | None = None) -> tuple[dict[str, Any], bytes] | None:
+        """The next `_wire` frame written by `write_frame`; None at the end of the stream.
+        With `timeout` (seconds), TimeoutError if no whole frame came within it: cheaper than
+        `asyncio.timeout`, which showed per proxied request in the profile."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while len(self._buf) < 4 or len(self._buf) < 4 + int.from_bytes(self._buf[:4], "big"):
-            chunk = await self._next_chunk()
+            chunk = await self._next_chunk(deadline)
             if not chunk:
                 if self._buf:
                     raise MalformedRequestError(f"stream {self.id} ended inside a frame", code="session.protocol")
@@ -227,17 +230,22 @@ class SessionStream:
         del self._buf[: 4 + size]
         return _wire.unpack(frame)
 
-    async def _next_chunk(self) -> bytes:
+    async def _next_chunk(self, deadline: float | None = None) -> bytes:
         while not self._chunks:
             if self._eof:
                 return b""
             if self._error is not None:
                 raise self._error
-            self._reader = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            self._reader = reader = loop.create_future()
+            expiry = None if deadline is None else loop.call_later(max(0.0, deadline - time.monotonic()),
+                                                                   _expire, reader)
             try:
-                await self._reader
+                await reader
             finally:
                 self._reader = None
+                if expiry is not None:
+                    expiry.cancel()
         chunk = self._chunks.popleft()
         # Credit goes back as the application takes data, not as it arrives: that is what
         # holds back the writer of a stream nobody reads.
@@ -355,6 +363,11 @@ class SessionStream:
     def _wake_drainer(self) -> None:
         if self._drainer is not None and not self._drainer.done():
             self._drainer.set_result(None)
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class SessionChannel:

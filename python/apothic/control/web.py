@@ -217,11 +217,7 @@ class WebService:
         """The next frame from the container; an `http_reset` frame (with a message) when the
         stream ended without one; TimeoutError once `deadline` (time.monotonic()) passes."""
         try:
-            if deadline is None:
-                frame = await stream.wire.read_frame()
-            else:
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    frame = await stream.wire.read_frame()
+            frame = await stream.wire.read_frame(None if deadline is None else deadline - time.monotonic())
         except Error as e:
             stream.finished = True  # nothing more will come; closing or resetting changes nothing
             message = stream.dropped or f"the worker's session ended the stream ({e.message})"
