@@ -73,13 +73,12 @@ class ContainerProc:
         frame = _wire.pack(header, payload)
         self.writer.write(len(frame).to_bytes(4, "big") + frame)
 
-    def send_many(self, frames: list[bytes]) -> None:
-        """Packed frames, written at the end of this loop turn with any others."""
+    def send_raw(self, data: bytes) -> None:
+        """Whole framed frames (`u32 length | frame`, ...), written at the end of this loop turn
+        with any others."""
         if not self.pending:
             asyncio.get_running_loop().call_soon(self._flush)
-        for frame in frames:
-            self.pending.append(len(frame).to_bytes(4, "big"))
-            self.pending.append(frame)
+        self.pending.append(data)
 
     def _flush(self) -> None:
         data, self.pending = b"".join(self.pending), []

@@ -22,6 +22,8 @@ import logging
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+import orjson
+
 from apothic import _wire
 from apothic._bridge.session import WEB_HEADERS, SessionStream
 from apothic.exception import Error
@@ -56,7 +58,7 @@ class _Container(Protocol):
 
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None: ...
 
-    def send_many(self, frames: list[bytes]) -> None: ...
+    def send_raw(self, data: bytes) -> None: ...
 
     def backlogged(self) -> bool: ...
 
@@ -84,19 +86,18 @@ class WebRelay:
         def on_chunk(chunk: bytes) -> None:
             nonlocal buffer
             data = bytes(buffer) + chunk if buffer else chunk
+            # The stream carries `u32 length | frame`, the container link's own framing, and the
+            # control plane names the stream id in each header: whole frames pass through as
+            # they are, never unpacked here.
             offset, end = 0, len(data)
-            frames = []
             while end - offset >= 4:
                 size = int.from_bytes(data[offset : offset + 4], "big")
                 if end - offset - 4 < size:
                     break
-                header, payload = _wire.unpack(data[offset + 4 : offset + 4 + size])
                 offset += 4 + size
-                header["sid"] = sid
-                frames.append(_wire.pack(header, payload))
             buffer = bytearray(data[offset:])
-            if frames and ct.proc.returncode is None:
-                ct.send_many(frames)
+            if offset and ct.proc.returncode is None:
+                ct.send_raw(data[:offset] if offset < end else data)
             # Credit for these bytes goes back only once the container has taken what waits for
             # it: a container that reads slowly holds back the control plane's writer.
             if ct.backlogged():
@@ -146,19 +147,21 @@ class WebRelay:
         if header["t"] == BATCH:
             slow = None
             for frame in unpack_batch(payload):
-                slow = self._one(ct, *_wire.unpack(frame)) or slow
+                # Only the header is read; the frame goes on its stream as it is.
+                size = int.from_bytes(frame[:4], "big")
+                slow = self._one(ct, orjson.loads(frame[4 : 4 + size]), frame) or slow
             return slow
-        return self._one(ct, header, payload)
+        return self._one(ct, header, _wire.pack(header, payload))
 
-    def _one(self, ct: _Container, header: dict[str, Any], payload: bytes) -> SessionStream | None:
-        sid = header.pop("sid", 0)
+    def _one(self, ct: _Container, header: dict[str, Any], frame: bytes) -> SessionStream | None:
+        sid = header.get("sid", 0)
         entry = self.streams.get(sid)
         if entry is None or entry[1] is not ct:  # ended, or not this container's to answer
             return None
         stream = entry[0]
         kind = header["t"]
         try:
-            stream.write_frame(header, payload)
+            stream.write(len(frame).to_bytes(4, "big") + frame)
             if kind in _FINAL or (header.get("end") and kind in ("http_start", "http_data")):
                 del self.streams[sid]
                 stream.close()

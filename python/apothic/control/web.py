@@ -201,6 +201,7 @@ class WebService:
 
     def send(self, stream: Stream, header: dict[str, Any], payload: bytes = b"") -> bool:
         """A frame to the stream's container; False when the stream or its worker is gone."""
+        header["sid"] = stream.wire.id  # the agent passes frames through to the container as they are
         try:
             stream.wire.write_frame(header, payload)
         except Error:
