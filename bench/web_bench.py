@@ -221,8 +221,9 @@ def main() -> None:
             "command": " ".join([".venv/bin/python", "bench/web_bench.py", *sys.argv[1:]]),
             "app": "raw ASGI callable answering 17 bytes of JSON",
             "direct": "uvicorn 0.54.0, one process, uvloop + httptools, access log off",
-            "proxied": "client -> control plane /web/... -> worker session (websocket) -> agent -> container "
-                       "(asgi_app, concurrent max_inputs=256, one container)",
+            "proxied": "client -> control plane /web/... -> a stream of the worker session (apothic-session "
+                       "over a websocket) per request -> agent -> container (asgi_app, concurrent "
+                       "max_inputs=256, one container)",
             "client": f"aiohttp, {args.concurrency} in flight, at most {args.n} requests and {args.seconds} s "
                       "per phase",
             "rounds": rounds,
