@@ -47,6 +47,9 @@ def _error_body(code: str, message: str) -> bytes:
     return orjson.dumps({"error": {"code": code, "message": message}})
 
 
+_HIGH_WATER = 4 << 20  # bytes written to the agent and not yet taken, before an app's send() waits
+
+
 class _Link:
     """The socket to the agent, written from the loop and (through the loop) from other threads.
     Stream frames sent in one turn of the loop leave as one batch (see web_relay)."""
@@ -71,6 +74,12 @@ class _Link:
             self._write(frames[0])
         elif frames:
             self._write(_wire.pack({"t": web_relay.BATCH}, web_relay.pack_batch(frames)))
+
+    async def backpressure(self) -> None:
+        """Past a few MiB unread by the agent, the app's `send()` waits here: a client that has
+        paused its download stops the app instead of growing this process's memory."""
+        if self.writer.transport.get_write_buffer_size() > _HIGH_WATER:
+            await self.writer.drain()
 
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
         frame = _wire.pack(header, payload)
@@ -413,6 +422,7 @@ class Runtime:
                 start, began = None, True
             else:
                 link.send({"t": "http_data", "sid": sid, "end": ended}, body)
+            await link.backpressure()
 
         try:
             await self.app(stream.scope, stream.receive, send)
@@ -455,6 +465,7 @@ class Runtime:
                     link.send({"t": "ws_msg", "sid": sid, "text": True}, message["text"].encode("utf-8"))
                 else:
                     link.send({"t": "ws_msg", "sid": sid, "text": False}, bytes(message.get("bytes") or b""))
+                await link.backpressure()
             elif kind == "websocket.close":
                 closed = True
                 link.send({"t": "ws_close", "sid": sid, "code": message.get("code", 1000),
