@@ -42,9 +42,8 @@ if TYPE_CHECKING:
 
 _ROLES_ATTR = "__apothic_roles__"
 PARAM_TYPES: dict[str, type] = {"int": int, "str": str, "bytes": bytes, "bool": bool}
-# with_options() keywords Modal has that Apothic cannot honour yet: refused, never dropped. (gpu:
-# a variant's placement is its class's, computed when @app.cls runs.)
-_UNSUPPORTED_OPTIONS = ("gpu", "env", "secrets", "volumes", "region", "cloud", "buffer_containers")
+# with_options() keywords Modal has that Apothic cannot honour yet: refused, never dropped.
+_UNSUPPORTED_OPTIONS = ("env", "secrets", "volumes", "region", "cloud", "buffer_containers")
 
 
 class _NoDefault:
@@ -254,8 +253,14 @@ class Cls:
     def with_options(self, *, cpu: float | None = None, memory: int | None = None,
                      timeout: float | None = None, retries: Any = None, max_containers: int | None = None,
                      min_containers: int | None = None, scaledown_window: float | None = None,
+                     gpu: str | list[str] | None = None, gpu_count: int | None = None,
+                     min_vram_gb: float | None = None, geolocation: str | list[str] | None = None,
+                     max_cost_per_hour_usd: float | None = None, offer_filters: dict[str, Any] | None = None,
                      **unsupported: Any) -> Cls:
-        """A variant of this class with its own pool of containers and these options."""
+        """A variant of this class with its own pool of containers and these options. Placement
+        options given here (gpu, gpu_count, min_vram_gb, geolocation, max_cost_per_hour_usd,
+        offer_filters) replace the class's placement as a whole."""
+        from apothic.placement import placements_from_options
         from apothic.retries import Retries
 
         for key, value in unsupported.items():
@@ -270,6 +275,11 @@ class Cls:
         given = {"cpu": cpu, "memory": memory, "timeout": timeout,
                  "retries": retries.wire() if retries is not None else None, "max_containers": max_containers,
                  "min_containers": min_containers, "scaledown_window": scaledown_window}
+        placements = placements_from_options(
+            self._name, gpu=gpu, gpu_count=gpu_count, min_vram_gb=min_vram_gb, geolocation=geolocation,
+            max_cost_per_hour_usd=max_cost_per_hour_usd, offer_filters=offer_filters)
+        if placements:
+            given |= {"gpu": gpu, "placements": [p.spec() for p in placements]}
         overrides = self._overrides | {k: v for k, v in given.items() if v is not None}
         validate_options(self._name, self.options | overrides)
         variant = Cls(self._user_cls, name=self._name, app=self._app, options=self.options,

@@ -134,8 +134,14 @@ def test_with_options(deployed) -> None:
     assert Counter.with_options(cpu=0.5)(start=4).state.remote()["pid"] != Counter(start=4).state.remote()["pid"]
     with pytest.raises(InvalidError, match="secrets"):
         Counter.with_options(secrets=["s"])
-    with pytest.raises(InvalidError, match="gpu"):  # a variant's placement is its class's
-        Counter.with_options(gpu="A100")
+    # A variant may ask for its own placement: compiled here, and matched against workers there.
+    local = Counter.with_options(offer_filters={"provider": {"eq": "local"}})(start=5)
+    assert local.state.remote()["value"] == 5
+    with pytest.raises(InvalidError, match="reliability"):
+        Counter.with_options(offer_filters={"reliability": {"gte": "high"}})
+    with pytest.raises(apothic.exception.Error) as info:
+        Counter.with_options(gpu="B200:8")(start=6).state.remote()
+    assert info.value.code == "placement.no_match" and "B200" in info.value.message
     with pytest.raises(InvalidError, match="max_containers"):
         Counter.with_options(max_containers=0)
     with pytest.raises(TypeError):

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 # The options with_options() may change; the SDK refuses the others before they get here.
 _OVERRIDABLE = frozenset({"cpu", "memory", "timeout", "retries", "max_containers", "min_containers",
-                          "scaledown_window"})
+                          "scaledown_window", "gpu", "placements"})
 
 
 def template_of(raw: Any) -> dict[str, Any] | None:
