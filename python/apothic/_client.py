@@ -145,7 +145,7 @@ class Client:
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.BINARY:
                     continue
-                for frame in _split_frames(msg.data) if ws.protocol == _BATCHED else [msg.data]:
+                for frame in _wire.split_frames(msg.data) if ws.protocol == _BATCHED else [msg.data]:
                     header, payload = _wire.unpack(frame)
                     future = self._pending.get(header.get("id"))
                     if future is not None and not future.done():
@@ -208,15 +208,6 @@ class Client:
                 task.cancel()
         if self._session is not None:
             await self._session.close()
-
-
-def _split_frames(message: bytes) -> list[bytes]:
-    frames, offset, end = [], 0, len(message)
-    while offset + 4 <= end:
-        size = int.from_bytes(message[offset : offset + 4], "big")
-        frames.append(message[offset + 4 : offset + 4 + size])
-        offset += 4 + size
-    return frames
 
 
 _client: Client | None = None

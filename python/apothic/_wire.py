@@ -16,6 +16,22 @@ def pack(header: dict[str, Any], payload: bytes = b"") -> bytes:
     return len(head).to_bytes(4, "big") + head + payload
 
 
+def join_frames(frames: list[bytes]) -> bytes:
+    """Several frames in one message, each behind its u32 length (batched websocket messages)."""
+    return b"".join([len(frame).to_bytes(4, "big") + frame for frame in frames])
+
+
+def split_frames(message: bytes) -> list[bytes]:
+    """The frames of a message made by `join_frames`."""
+    frames, offset, end = [], 0, len(message)
+    view = memoryview(message)
+    while offset + 4 <= end:
+        size = int.from_bytes(view[offset : offset + 4], "big")
+        frames.append(bytes(view[offset + 4 : offset + 4 + size]))
+        offset += 4 + size
+    return frames
+
+
 def unpack(frame: bytes) -> tuple[dict[str, Any], bytes]:
     size = int.from_bytes(frame[:4], "big")
     return orjson.loads(frame[4 : 4 + size]), bytes(frame[4 + size :])

@@ -9,7 +9,8 @@ import aiohttp
 import orjson
 
 from apothic import _config, _wire
-from apothic.control.routes.rpc import BATCHED, join_frames, split_frames
+from apothic._wire import join_frames, split_frames
+from apothic.control.routes.rpc import BATCHED
 
 
 def _request(request_id: int, path: str) -> bytes:

@@ -183,10 +183,10 @@ def test_many_requests_in_flight_each_get_their_own_answer(running) -> None:
 
 
 def test_batches_round_trip() -> None:
-    from apothic._worker.web_relay import pack_batch, unpack_batch
+    from apothic._wire import join_frames, split_frames
 
     frames = [b"", b"a", bytes(range(256)) * 300]
-    assert list(unpack_batch(pack_batch(frames))) == frames
+    assert split_frames(join_frames(frames)) == frames
 
 
 def test_concurrent_requests_overlap_in_one_container(running) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
 from typing import Any, Protocol
 
 import orjson
@@ -37,19 +36,6 @@ _FINAL = frozenset({"http_reset", "ws_close"})
 # How much of one stream's response may wait in the agent for window before the agent stops
 # reading the container's link.
 _HIGH_WATER = 1024 * 1024
-
-
-def pack_batch(frames: list[bytes]) -> bytes:
-    return b"".join(len(f).to_bytes(4, "big") + f for f in frames)
-
-
-def unpack_batch(payload: bytes) -> Iterator[bytes]:
-    offset = 0
-    view = memoryview(payload)
-    while offset < len(payload):
-        size = int.from_bytes(view[offset : offset + 4], "big")
-        yield bytes(view[offset + 4 : offset + 4 + size])
-        offset += 4 + size
 
 
 class _Container(Protocol):
@@ -146,7 +132,7 @@ class WebRelay:
         must `await drain()` before reading more from the container, else None."""
         if header["t"] == BATCH:
             slow = None
-            for frame in unpack_batch(payload):
+            for frame in _wire.split_frames(payload):
                 # Only the header is read; the frame goes on its stream as it is.
                 size = int.from_bytes(frame[:4], "big")
                 slow = self._one(ct, orjson.loads(frame[4 : 4 + size]), frame) or slow

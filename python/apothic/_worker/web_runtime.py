@@ -73,7 +73,7 @@ class _Link:
         if len(frames) == 1:
             self._write(frames[0])
         elif frames:
-            self._write(_wire.pack({"t": web_relay.BATCH}, web_relay.pack_batch(frames)))
+            self._write(_wire.pack({"t": web_relay.BATCH}, _wire.join_frames(frames)))
 
     async def backpressure(self) -> None:
         """Past a few MiB unread by the agent, the app's `send()` waits here: a client that has
@@ -516,7 +516,7 @@ async def _main(sock: socket.socket, leftover: bytes, fn: Callable[..., Any], sp
             header, payload = _wire.unpack(buffer[4 : 4 + size])
             buffer = buffer[4 + size :]
             if header["t"] == web_relay.BATCH:
-                for frame in web_relay.unpack_batch(payload):
+                for frame in _wire.split_frames(payload):
                     runtime.handle(*_wire.unpack(frame))
             elif header["t"] == "run":
                 runtime.refuse_call(header)

@@ -110,20 +110,6 @@ async def _serve(app: web.Application, principal: Any, header: dict[str, Any], b
     return _wire.pack({"id": header.get("id"), "status": status, "content_type": content_type}, payload)
 
 
-def split_frames(message: bytes) -> list[bytes]:
-    """The frames of one batched message (see the module docstring)."""
-    frames, offset, end = [], 0, len(message)
-    while offset + 4 <= end:
-        size = int.from_bytes(message[offset : offset + 4], "big")
-        frames.append(message[offset + 4 : offset + 4 + size])
-        offset += 4 + size
-    return frames
-
-
-def join_frames(frames: list[bytes]) -> bytes:
-    return b"".join([len(frame).to_bytes(4, "big") + frame for frame in frames])
-
-
 @routes.get("/v1/rpc")
 async def rpc_session(request: web.Request) -> web.StreamResponse:
     principal = request[PRINCIPAL]
@@ -141,7 +127,7 @@ async def rpc_session(request: web.Request) -> web.StreamResponse:
             answers = outbox[:]
             outbox.clear()
             if batched:
-                await ws.send_bytes(join_frames(answers))
+                await ws.send_bytes(_wire.join_frames(answers))
             else:
                 for answer in answers:
                     await ws.send_bytes(answer)
@@ -155,7 +141,7 @@ async def rpc_session(request: web.Request) -> web.StreamResponse:
         async for msg in ws:
             if msg.type != WSMsgType.BINARY:
                 continue
-            for frame in split_frames(msg.data) if batched else [msg.data]:
+            for frame in _wire.split_frames(msg.data) if batched else [msg.data]:
                 header, body = _wire.unpack(frame)
                 task = asyncio.create_task(serve(header, body))
                 tasks.add(task)
