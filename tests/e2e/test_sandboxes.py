@@ -257,6 +257,46 @@ def test_cli_lists_gets_execs_and_terminates(cli: Any) -> None:
         box.terminate()
 
 
+@app.function()
+def agent_pid() -> int:
+    """The pid of the agent running this call (a container is its agent's child)."""
+    return os.getppid()
+
+
+def test_unread_output_holds_back_only_its_own_stream(server: dict) -> None:
+    """~68 MB of output that nobody reads for a while: the process stalls on its own stream (and
+    its pipe), while function calls on the same worker keep completing promptly; the output then
+    reads back whole. Before, output rode the control stream in front of function results."""
+    count = 9_000_000
+    expected = "".join(f"{i}\n" for i in range(1, count + 1)).encode()
+    assert len(expected) > 64 * 1024 * 1024
+    with app.run(show_output=False):
+        pid = agent_pid.remote()
+        worker = next(w["id"] for w in _workers() if w["pid"] == pid)
+        # Sandboxes go to the worker with the fewest: more of them reach the calls' worker.
+        boxes = [apothic.Sandbox.create(app=app, timeout=300)]
+        while boxes[-1].info()["worker"] != worker and len(boxes) < 4:
+            boxes.append(apothic.Sandbox.create(app=app, timeout=300))
+        box = boxes[-1]
+        try:
+            assert box.info()["worker"] == worker
+            p = box.exec("seq", "1", str(count), text=False)
+            time.sleep(1.0)  # the flood fills its stream's window, then the pipe, then stops
+            slowest = 0.0
+            for _ in range(20):
+                started = time.monotonic()
+                assert agent_pid.remote() == pid
+                slowest = max(slowest, time.monotonic() - started)
+            assert p.poll() is None  # still held back: nothing read its output
+            assert slowest < 5.0, f"a call took {slowest:.2f} s behind unread sandbox output"
+            data = p.stdout.read()
+            assert len(data) == len(expected) and data == expected
+            assert p.wait() == 0
+        finally:
+            for b in boxes:
+                b.terminate()
+
+
 def test_a_lost_worker_ends_its_sandboxes(server: dict) -> None:
     """Runs last: it SIGKILLs the agent holding the sandbox (the local provider starts another)."""
     box = apothic.Sandbox.create(app=app, timeout=120)

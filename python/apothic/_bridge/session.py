@@ -38,6 +38,9 @@ CONTROL_HEADERS = b"apothic.control"
 # its headers naming the container.
 LOGS_HEADERS = b"apothic.logs"
 WEB_HEADERS = b"apothic.web "
+# The agent opens one stream per sandbox process and output pipe, its headers naming
+# "<sandbox> <process> <fd>": fd 1 carries stdout one way and stdin the other, fd 2 stderr.
+SANDBOX_HEADERS = b"apothic.sandbox "
 
 # RESET / GOAWAY codes the session itself gives a meaning to (see codes in session.rs).
 NO_ERROR = 0

@@ -132,7 +132,8 @@ class Agent:
         self.starting: set[asyncio.Task[None]] = set()
         self.exiting: set[asyncio.Task[None]] = set()  # containers running their @exit hooks
         self.heartbeat_s = float(os.environ.get("APOTHIC_HEARTBEAT_S", "1.0"))
-        self.sandboxes = SandboxHost(home, self.send)
+        self.channel: SessionChannel | None = None
+        self.sandboxes = SandboxHost(home, self.send, self.open_stream)
 
     # ---- the session -------------------------------------------------------------------
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
@@ -141,6 +142,12 @@ class Agent:
         if self.control is not None:
             with contextlib.suppress(Error):
                 self.control.write_frame(header, payload)
+
+    def open_stream(self, headers: bytes) -> SessionStream:
+        """A new stream on the session (sandbox output); session.closed when there is none."""
+        if self.channel is None:
+            raise Error("the agent has no session with the control plane", code="session.closed")
+        return self.channel.open(headers)
 
     def _log(self, header: dict[str, Any], payload: bytes) -> SessionStream | None:
         """A frame on the log stream; returns the stream when the caller should drain it."""
@@ -205,7 +212,7 @@ class Agent:
             try:
                 control = await channel.control()
                 self.logs = channel.open(LOGS_HEADERS)
-                self.control = control
+                self.control, self.channel = control, channel
                 self.send({"t": "hello", "worker": self.worker_id, "pid": os.getpid(), "provider": self.provider,
                            "capacity": capacity(self.home)})
                 ended = await self._listen(control)
@@ -213,7 +220,7 @@ class Agent:
             except Error as e:  # the session ended before it began
                 log.warning("session ended: %s", e.message)
             finally:
-                self.control = self.logs = None
+                self.control = self.logs = self.channel = None
                 stopper.cancel()
                 self.web.close()
                 await channel.close()

@@ -1,12 +1,13 @@
 """The agent's side of sandboxes: real processes under a per-sandbox root directory.
 
-The control plane speaks to it in `sb_*` frames over the worker session (see `handle`):
-down `sb_create`, `sb_exec`, `sb_stdin`, `sb_credit`, `sb_fs`, `sb_session`, `sb_terminate`;
-up `sb_reply` (the answer to any request that carries `req`), `sb_out` (process output) and
-`sb_exit`. Output is flow-controlled per stream: at most `WINDOW` bytes travel unacknowledged,
-and `sb_credit` frames from the control plane, sent as the reader consumes, let more go. A
-process whose output nobody reads therefore blocks on its pipe, as under Modal, instead of
-filling the control plane's memory.
+The control plane speaks to it in `sb_*` frames on the worker session's control stream (see
+`handle`): down `sb_create`, `sb_exec`, `sb_fs`, `sb_session`, `sb_terminate`; up `sb_reply`
+(the answer to any request that carries `req`) and `sb_exit`. A process's I/O does not ride the
+control stream, where a big output would sit in front of function results: the agent opens two
+session streams per process (headers `SANDBOX_HEADERS` + "<sandbox> <process> <fd>"), fd 1
+carrying stdout up and stdin down, fd 2 stderr. The session's per-stream flow control, credited
+by the control plane only as the SDK reads, holds a process whose output nobody reads on its
+pipe, as under Modal, without holding back anything else.
 
 Isolation is bubblewrap where the host has a working `bwrap` (its own mount, pid, ipc and uts
 namespaces; the host's /usr and /etc read-only; only the sandbox root writable, bound at its own
@@ -31,16 +32,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from apothic._bridge.session import SANDBOX_HEADERS, SessionStream
 from apothic._worker.sandbox_fs import ConfinedFS
 from apothic.exception import Error, ExecTimeoutError, InvalidError, NotFoundError, SandboxTerminatedError
 
 log = logging.getLogger("apothic.sandbox")
 
-WINDOW = 4 * 1024 * 1024  # unacknowledged output bytes per stream
 _CHUNK = 64 * 1024
 _BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 Send = Callable[[dict[str, Any], bytes], None]
+OpenStream = Callable[[bytes], SessionStream]
 
 
 def _bwrap_works(bwrap: str) -> bool:
@@ -92,8 +94,7 @@ class _Proc:
     id: str
     proc: asyncio.subprocess.Process
     lifeline: int  # see SandboxHost._start
-    unacked: dict[int, int] = field(default_factory=lambda: {1: 0, 2: 0})
-    credit: dict[int, asyncio.Event] = field(default_factory=lambda: {1: asyncio.Event(), 2: asyncio.Event()})
+    streams: list[SessionStream]  # fd 1 (stdout up, stdin down), fd 2 (stderr)
     timed_out: bool = False
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -128,26 +129,20 @@ class _Sandbox:
 
 
 class SandboxHost:
-    def __init__(self, home: Path, send: Send) -> None:
+    def __init__(self, home: Path, send: Send, open_stream: OpenStream) -> None:
         self.base = home / "worker" / "sandboxes"
         self.send = send
+        self.open_stream = open_stream
         self.isolation = detect_isolation()
         self.sandboxes: dict[str, _Sandbox] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ---- frames ------------------------------------------------------------------------------
     def handle(self, header: dict[str, Any], payload: bytes) -> None:
-        """Takes one `sb_*` frame. Never blocks the session: requests run as tasks; stdin and
-        credit are applied at once, in arrival order."""
-        kind = header["t"]
-        if kind == "sb_stdin":
-            self._stdin(header, payload)
-        elif kind == "sb_credit":
-            self._credit(header)
-        else:
-            task = asyncio.create_task(self._request(kind, header, payload))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        """Takes one `sb_*` frame. Never blocks the session: requests run as tasks."""
+        task = asyncio.create_task(self._request(header["t"], header, payload))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _request(self, kind: str, header: dict[str, Any], payload: bytes) -> None:
         reply: dict[str, Any] = {"t": "sb_reply", "req": header.get("req"), "ok": True}
@@ -214,6 +209,8 @@ class SandboxHost:
         for p in [*sb.procs.values(), *sb.sessions.values()]:
             _kill(p.proc)
             _close(p)
+        for proc in sb.procs.values():
+            _reset(proc.streams)  # what the control plane has not taken of their output goes too
         waits = [p.proc.wait() for p in sb.procs.values()] + [s.proc.wait() for s in sb.sessions.values()]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), 5)
@@ -229,6 +226,8 @@ class SandboxHost:
             for p in [*sb.procs.values(), *sb.sessions.values()]:
                 _kill(p.proc)
                 _close(p)
+            for proc in sb.procs.values():
+                _reset(proc.streams)
             shutil.rmtree(sb.root.parent, ignore_errors=True)
         self.sandboxes.clear()
 
@@ -276,24 +275,53 @@ class SandboxHost:
     async def _spawn(self, sb: _Sandbox, proc_id: str, args: list[str], cwd: Path | None,
                      env: dict[str, str], timeout: float | None) -> None:
         proc, lifeline = await self._start(sb, args, cwd or sb.workdir, self._env(sb, env))
-        p = _Proc(id=proc_id, proc=proc, lifeline=lifeline)
+        try:
+            streams = [self.open_stream(SANDBOX_HEADERS + f"{sb.id} {proc_id} {fd}".encode()) for fd in (1, 2)]
+        except BaseException:
+            _kill(proc)
+            os.close(lifeline)
+            raise
+        p = _Proc(id=proc_id, proc=proc, lifeline=lifeline, streams=streams)
         sb.procs[proc_id] = p
-        p.tasks = [asyncio.create_task(self._pump(sb, p, proc.stdout, 1)),
-                   asyncio.create_task(self._pump(sb, p, proc.stderr, 2))]
-        p.tasks.append(asyncio.create_task(self._watch(sb, p, timeout)))
+        p.tasks = [asyncio.create_task(self._pump(proc.stdout, streams[0])),
+                   asyncio.create_task(self._pump(proc.stderr, streams[1]))]
+        p.tasks += [asyncio.create_task(self._watch(sb, p, timeout)),
+                    asyncio.create_task(self._feed_stdin(p, streams[0]))]
 
-    async def _pump(self, sb: _Sandbox, p: _Proc, pipe: asyncio.StreamReader | None, fd: int) -> None:
+    @staticmethod
+    async def _pump(pipe: asyncio.StreamReader | None, stream: SessionStream) -> None:
         assert pipe is not None
-        while True:
-            while p.unacked[fd] >= WINDOW:
-                p.credit[fd].clear()
-                await p.credit[fd].wait()
-            chunk = await pipe.read(_CHUNK)
-            if not chunk:
-                break
-            p.unacked[fd] += len(chunk)
-            self.send({"t": "sb_out", "sandbox": sb.id, "proc": p.id, "fd": fd}, chunk)
-        self.send({"t": "sb_out", "sandbox": sb.id, "proc": p.id, "fd": fd, "eof": True}, b"")
+        try:
+            while chunk := await pipe.read(_CHUNK):
+                stream.write(chunk)
+                # Waits while the stream's window is full, that is while the SDK reads nothing:
+                # the pipe then fills and the process blocks on it.
+                await stream.drain()
+            stream.close()
+        except Error:
+            pass  # the stream was reset (sandbox terminated) or the session ended: no reader is left
+
+    @staticmethod
+    async def _feed_stdin(p: _Proc, stream: SessionStream) -> None:
+        """What the control plane writes down the fd 1 stream goes to the process's stdin; its
+        end of that stream (b"") closes stdin. Reading only as fast as the pipe takes it is what
+        holds back a writer whose process does not read."""
+        stdin = p.proc.stdin
+        assert stdin is not None
+        try:
+            while data := await stream.read():
+                if stdin.is_closing():
+                    continue  # like writing to a closed pipe: its data has no reader
+                try:
+                    stdin.write(data)
+                    await stdin.drain()
+                except (ConnectionError, RuntimeError):
+                    stdin.close()
+        except Error:
+            pass  # reset or session ended
+        finally:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                stdin.close()
 
     async def _watch(self, sb: _Sandbox, p: _Proc, timeout: float | None) -> None:
         try:
@@ -303,31 +331,12 @@ class SandboxHost:
             _kill(p.proc)
             await p.proc.wait()
         _close(p)  # whatever the command left running goes with it
-        # Output already read goes out before the exit, so a reader never sees exit then data.
+        # The control plane takes the exit as final once both output streams have ended, so it
+        # goes after the pumps have put everything on them (or given up waiting for a reader).
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*p.tasks[:2], return_exceptions=True), 5)
         self.send({"t": "sb_exit", "sandbox": sb.id, "proc": p.id, "returncode": p.proc.returncode,
                    "timed_out": p.timed_out}, b"")
-
-    def _stdin(self, header: dict[str, Any], payload: bytes) -> None:
-        sb = self.sandboxes.get(header["sandbox"])
-        p = sb.procs.get(header["proc"]) if sb else None
-        if p is None or p.proc.stdin is None or p.proc.stdin.is_closing():
-            return  # the process is gone: like writing to a closed pipe, its data has no reader
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            if payload:
-                p.proc.stdin.write(payload)
-            if header.get("eof"):
-                p.proc.stdin.close()
-
-    def _credit(self, header: dict[str, Any]) -> None:
-        sb = self.sandboxes.get(header["sandbox"])
-        p = sb.procs.get(header["proc"]) if sb else None
-        if p is None:
-            return
-        fd = int(header["fd"])
-        p.unacked[fd] = max(0, p.unacked[fd] - int(header["n"]))
-        p.credit[fd].set()
 
     # ---- filesystem --------------------------------------------------------------------------
     async def _fs(self, header: dict[str, Any], payload: bytes) -> tuple[Any, bytes]:
@@ -442,6 +451,12 @@ def _close(holder: _Proc | _Session) -> None:
     if holder.lifeline >= 0:
         os.close(holder.lifeline)
         holder.lifeline = -1
+
+
+def _reset(streams: list[SessionStream]) -> None:
+    for stream in streams:
+        with contextlib.suppress(Error):
+            stream.reset()
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:

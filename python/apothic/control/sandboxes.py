@@ -2,10 +2,12 @@
 filesystem calls and session commands between the SDK's HTTP requests and the worker agent.
 
 Like the scheduler, this is one actor on the control plane's loop: its state is touched only by
-these methods, so nothing needs a lock. The agent is reached by `sb_*` frames over its worker
-session (see apothic._worker.sandbox_host for the vocabulary). Process output is kept here per
-stream until the SDK reads it; what a reader has consumed is dropped and credited back to the
-agent, so one process's unread output holds at most the agent's window here.
+these methods, so nothing needs a lock. The agent is reached by `sb_*` frames on its worker
+session's control stream (see apothic._worker.sandbox_host for the vocabulary); each process's
+output and stdin travel on session streams of their own that the agent opens (`on_stream`).
+Output is kept here per pipe until the SDK reads it; what a reader has consumed is dropped and
+only then credited to the stream, so one pipe's unread output holds at most the session's stream
+window here, and stalls only that stream.
 
 A record is written durably before any caller is told about it (created, started, ended). A
 sandbox whose worker disconnects ends as `worker_lost`; after a control plane restart no worker
@@ -26,6 +28,7 @@ from typing import Any
 import orjson
 
 from apothic import _ids
+from apothic._bridge.session import REFUSED, SANDBOX_HEADERS, STREAM_WINDOW, SessionStream
 from apothic.control.model import WorkerHandle
 from apothic.control.placement import Placer
 from apothic.control.store.sandboxes import SandboxStore
@@ -48,8 +51,11 @@ _WORKER_WAIT_S = 30.0
 # An ended sandbox stays in memory this long, so its processes' last output can still be read
 # (`Sandbox.create("echo", "hi")`, then `wait()`, then `stdout.read()`).
 _RETAIN_S = 600.0
-# The most one read answers; at most the agent's window (sandbox_host.WINDOW) waits here unread.
-MAX_READ_BYTES = 4 * 1024 * 1024
+# The most one read answers: at most a stream's window waits here unread.
+MAX_READ_BYTES = STREAM_WINDOW
+# How long an exit waits for its process's output streams to end before it is taken as final
+# anyway (a killed process whose output nobody reads has more queued than the window lets out).
+_EXIT_GRACE_S = 5.0
 
 
 @dataclass(eq=False)
@@ -57,6 +63,7 @@ class _Pipe:
     data: bytearray = field(default_factory=bytearray)
     start: int = 0  # the stream offset of data[0]: what came before was read and dropped
     eof: bool = False
+    stream: SessionStream | None = None  # the agent's stream for it, once it has arrived
 
 
 @dataclass(eq=False)
@@ -66,6 +73,8 @@ class _Process:
     returncode: int | None = None
     timed_out: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    stdin_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one writer drains at a time
+    stdin_closed: bool = False
 
 
 @dataclass(eq=False)
@@ -312,7 +321,9 @@ class SandboxManager:
         pipe = proc.pipes[fd]
         self._consume(live, proc, fd, offset)
         deadline = time.monotonic() + wait
-        min_bytes = min(max(1, min_bytes), MAX_READ_BYTES)
+        # Less than a whole window: credit under a quarter of it may still sit unsent, and what
+        # it holds back never arrives until this read returns.
+        min_bytes = min(max(1, min_bytes), MAX_READ_BYTES * 3 // 4)
         while len(pipe.data) < min_bytes and not pipe.eof and live.running:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -330,15 +341,54 @@ class SandboxManager:
         if drop:
             del pipe.data[:drop]
             pipe.start += drop
-            if live.running:
-                live.worker.send({"t": "sb_credit", "sandbox": live.record["id"], "proc": proc.id, "fd": fd,
-                                  "n": drop}, b"")
+            if pipe.stream is not None:
+                # The read is what grants the agent room for more: unread output stalls only
+                # this stream. A stream that has ended or was reset owes nothing.
+                with contextlib.suppress(Error):
+                    pipe.stream.consumed(drop)
 
     async def write_stdin(self, account: str, sandbox_id: str, proc_id: str, data: bytes, eof: bool) -> None:
-        live, _ = await self._process(account, sandbox_id, proc_id)
+        """Sends data down the process's fd 1 stream; returns once the stream has taken it, so a
+        process that reads no stdin holds back its writer. eof closes the process's stdin."""
+        live, proc = await self._process(account, sandbox_id, proc_id)
         if not live.running:
             raise SandboxTerminatedError(f"sandbox {sandbox_id} has ended ({_ending(live.record)})")
-        live.worker.send({"t": "sb_stdin", "sandbox": sandbox_id, "proc": proc_id, "eof": eof}, data)
+        async with proc.stdin_lock:
+            stream = await self._stdin_stream(live, proc)
+            if stream is None or proc.stdin_closed:
+                return  # the process has exited: like writing to a closed pipe, its data has no reader
+            try:
+                if data:
+                    stream.write(data)
+                    await stream.drain()
+                if eof:
+                    self._close_stdin(proc)
+            except Error:
+                if not live.running:
+                    raise SandboxTerminatedError(f"sandbox {sandbox_id} has ended ({_ending(live.record)})") from None
+                # Otherwise the process is gone and its stream with it: the data has no reader.
+
+    async def _stdin_stream(self, live: _Live, proc: _Process) -> SessionStream | None:
+        """The process's fd 1 stream; the agent opens it before it answers the exec, but the
+        stream's opening and the answer travel apart, so it may arrive just after."""
+        deadline = time.monotonic() + _REQUEST_TIMEOUT_S
+        while (stream := proc.pipes[1].stream) is None and live.running and proc.returncode is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Error(f"worker {live.worker.id} opened no stream for process {proc.id} within "
+                            f"{_REQUEST_TIMEOUT_S:g} s", code="sandbox.terminated")
+            proc.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.changed.wait(), left)
+        return stream
+
+    @staticmethod
+    def _close_stdin(proc: _Process) -> None:
+        if not proc.stdin_closed:
+            proc.stdin_closed = True
+            stream = proc.pipes[1].stream
+            if stream is not None:
+                stream.close()
 
     async def wait_process(self, account: str, sandbox_id: str, proc_id: str, wait: float) -> dict[str, Any]:
         live, proc = await self._process(account, sandbox_id, proc_id)
@@ -386,21 +436,63 @@ class SandboxManager:
         proc = live.procs.get(header.get("proc", ""))
         if proc is None:
             return
-        if kind == "sb_out":
-            pipe = proc.pipes[int(header["fd"])]
-            pipe.data.extend(payload)
-            pipe.eof = pipe.eof or bool(header.get("eof"))
-            proc.changed.set()
-        elif kind == "sb_exit":
-            proc.returncode = header.get("returncode")
-            proc.timed_out = bool(header.get("timed_out"))
-            proc.changed.set()
-            if proc.id == "main":
-                # Its command has finished: so has the sandbox, as under Modal.
-                self._spawn(self._end(live, "exited", returncode=proc.returncode, tell_agent=True,
-                                      reason=f"its command exited with code {proc.returncode}"))
+        if kind == "sb_exit":
+            self._spawn(self._exited(live, proc, header))
         else:
             log.warning("worker %s sent an unknown sandbox frame %r", worker.id, kind)
+
+    async def _exited(self, live: _Live, proc: _Process, header: dict[str, Any]) -> None:
+        """Takes a process's exit as final once its output streams have ended: the exit rides
+        the control stream and the output its own streams, so the exit may arrive first, and a
+        reader that waited for the exit must then find all of the output. A stream whose last
+        bytes wait for a reader (a killed process with unread output) is waited for only a while."""
+        deadline = time.monotonic() + _EXIT_GRACE_S
+        while not all(p.eof for p in proc.pipes.values()) and live.running:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            proc.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.changed.wait(), left)
+        proc.returncode = header.get("returncode")
+        proc.timed_out = bool(header.get("timed_out"))
+        proc.changed.set()
+        self._close_stdin(proc)  # nothing reads it any more; the stream can then finish both ways
+        if proc.id == "main":
+            # Its command has finished: so has the sandbox, as under Modal.
+            await self._end(live, "exited", returncode=proc.returncode, tell_agent=True,
+                            reason=f"its command exited with code {proc.returncode}")
+
+    def on_stream(self, worker: WorkerHandle, stream: SessionStream) -> None:
+        """A stream the agent opened for one process's pipe: its output is kept here as it
+        arrives, and credited back as the SDK reads it (`_consume`)."""
+        try:
+            sandbox_id, proc_id, fd_text = stream.headers[len(SANDBOX_HEADERS):].decode().split(" ")
+            fd = int(fd_text)
+        except ValueError:
+            stream.reset(REFUSED)
+            return
+        live = self.live.get(sandbox_id)
+        proc = live.procs.get(proc_id) if live is not None and live.worker.id == worker.id else None
+        pipe = proc.pipes.get(fd) if proc is not None else None
+        if live is None or not live.running or proc is None or pipe is None or pipe.stream is not None:
+            stream.reset(REFUSED)  # a sandbox that already ended here: its output has no reader
+            return
+        pipe.stream = stream
+
+        def on_chunk(chunk: bytes) -> None:
+            pipe.data.extend(chunk)
+            proc.changed.set()
+
+        def on_end(error: Error | None) -> None:
+            # Reset (the sandbox was terminated) or lost with the session: what arrived stays readable.
+            pipe.eof = True
+            proc.changed.set()
+
+        stream.listen(on_chunk, on_end)
+        if fd == 2 or proc.stdin_closed:
+            stream.close()  # nothing goes down this one
+        proc.changed.set()  # a stdin writer may be waiting for it
 
     def worker_disconnected(self, worker_id: str) -> None:
         for live in [v for v in self.live.values() if v.running and v.worker.id == worker_id]:

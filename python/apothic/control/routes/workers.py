@@ -17,7 +17,14 @@ from typing import Any
 from aiohttp import web
 
 from apothic import _ids
-from apothic._bridge.session import LOGS_HEADERS, REFUSED, SessionChannel, SessionStream, config_from_env
+from apothic._bridge.session import (
+    LOGS_HEADERS,
+    REFUSED,
+    SANDBOX_HEADERS,
+    SessionChannel,
+    SessionStream,
+    config_from_env,
+)
 from apothic.control import keys
 from apothic.control.capacity import CAPACITY
 from apothic.control.middlewares import error_response
@@ -62,7 +69,14 @@ async def worker_session(request: web.Request) -> web.StreamResponse:
     accepter: asyncio.Task[None] | None = None
     try:
         control = await channel.control()
-        accepter = asyncio.create_task(_accept(channel, scheduler))
+
+        def on_sandbox_stream(stream: SessionStream) -> None:
+            if worker is None:
+                stream.reset(REFUSED)
+            else:
+                request.app[keys.SANDBOXES].on_stream(worker, stream)
+
+        accepter = asyncio.create_task(_accept(channel, scheduler, on_sandbox_stream))
         while (frame := await control.read_frame()) is not None:
             header, payload = frame
             if header["t"] == "hello":
@@ -121,8 +135,10 @@ def _sender(control: SessionStream) -> Callable[[dict[str, Any], bytes], None]:
     return send
 
 
-async def _accept(channel: SessionChannel, scheduler: Scheduler) -> None:
-    """Streams the agent opens: its log stream. Anything else is refused."""
+async def _accept(channel: SessionChannel, scheduler: Scheduler,
+                  on_sandbox_stream: Callable[[SessionStream], None]) -> None:
+    """Streams the agent opens: its log stream, and one per sandbox process pipe. Anything else
+    is refused."""
     readers: set[asyncio.Task[None]] = set()
     try:
         while True:
@@ -134,6 +150,8 @@ async def _accept(channel: SessionChannel, scheduler: Scheduler) -> None:
                 task = asyncio.create_task(_read_logs(stream, scheduler))
                 readers.add(task)
                 task.add_done_callback(readers.discard)
+            elif stream.headers.startswith(SANDBOX_HEADERS):
+                on_sandbox_stream(stream)
             else:
                 stream.reset(REFUSED)
     finally:
