@@ -5,9 +5,11 @@ Like the scheduler, this is one actor on the control plane's loop: its state is 
 these methods, so nothing needs a lock. The agent is reached by `sb_*` frames on its worker
 session's control stream (see apothic._worker.sandbox_host for the vocabulary); each process's
 output and stdin travel on session streams of their own that the agent opens (`on_stream`).
-Output is kept here per pipe until the SDK reads it; what a reader has consumed is dropped and
-only then credited to the stream, so one pipe's unread output holds at most the session's stream
-window here, and stalls only that stream.
+Output is kept here per pipe until the SDK reads it. The stream is credited as output arrives
+while at most `READ_AHEAD` bytes sit here unread, and beyond that only as the SDK reads: so one
+pipe's unread output holds at most READ_AHEAD plus a stream window here, and stalls only its own
+stream (crediting only per SDK read, one window per round trip, read 71 MB at 10 MB/s; with the
+read-ahead, as fast as the old 4 MiB window on the control stream did).
 
 A record is written durably before any caller is told about it (created, started, ended). A
 sandbox whose worker disconnects ends as `worker_lost`; after a control plane restart no worker
@@ -28,7 +30,7 @@ from typing import Any
 import orjson
 
 from apothic import _ids
-from apothic._bridge.session import REFUSED, SANDBOX_HEADERS, STREAM_WINDOW, SessionStream
+from apothic._bridge.session import REFUSED, SANDBOX_HEADERS, SessionStream
 from apothic.control.model import WorkerHandle
 from apothic.control.placement import Placer
 from apothic.control.store.sandboxes import SandboxStore
@@ -51,8 +53,10 @@ _WORKER_WAIT_S = 30.0
 # An ended sandbox stays in memory this long, so its processes' last output can still be read
 # (`Sandbox.create("echo", "hi")`, then `wait()`, then `stdout.read()`).
 _RETAIN_S = 600.0
-# The most one read answers: at most a stream's window waits here unread.
-MAX_READ_BYTES = STREAM_WINDOW
+# Unread output per pipe that is credited as it arrives (the old per-pipe window).
+READ_AHEAD = 4 * 1024 * 1024
+# The most one read answers: a pipe holds READ_AHEAD, then up to a window more, uncredited.
+MAX_READ_BYTES = READ_AHEAD
 # How long an exit waits for its process's output streams to end before it is taken as final
 # anyway (a killed process whose output nobody reads has more queued than the window lets out).
 _EXIT_GRACE_S = 5.0
@@ -64,6 +68,27 @@ class _Pipe:
     start: int = 0  # the stream offset of data[0]: what came before was read and dropped
     eof: bool = False
     stream: SessionStream | None = None  # the agent's stream for it, once it has arrived
+    owed: int = 0  # bytes at the end of data that arrived but are not credited to the stream yet
+
+    def credit(self) -> None:
+        """Credits what arrived while at most READ_AHEAD credited bytes sit here unread."""
+        grant = min(self.owed, max(0, READ_AHEAD - (len(self.data) - self.owed)))
+        if grant and self.stream is not None:
+            self.owed -= grant
+            # A stream that has ended or was reset owes nothing.
+            with contextlib.suppress(Error):
+                self.stream.consumed(grant)
+
+    def drop(self, n: int) -> None:
+        """The reader is done with the first n bytes: they go, and with them their credit."""
+        del self.data[:n]
+        self.start += n
+        if self.owed > len(self.data):  # the reader took bytes never credited: credit them now
+            self.owed, taken = len(self.data), self.owed - len(self.data)
+            if self.stream is not None:
+                with contextlib.suppress(Error):
+                    self.stream.consumed(taken)
+        self.credit()
 
 
 @dataclass(eq=False)
@@ -321,9 +346,7 @@ class SandboxManager:
         pipe = proc.pipes[fd]
         self._consume(live, proc, fd, offset)
         deadline = time.monotonic() + wait
-        # Less than a whole window: credit under a quarter of it may still sit unsent, and what
-        # it holds back never arrives until this read returns.
-        min_bytes = min(max(1, min_bytes), MAX_READ_BYTES * 3 // 4)
+        min_bytes = min(max(1, min_bytes), MAX_READ_BYTES)
         while len(pipe.data) < min_bytes and not pipe.eof and live.running:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -339,13 +362,7 @@ class SandboxManager:
         pipe = proc.pipes[fd]
         drop = min(max(0, offset - pipe.start), len(pipe.data))
         if drop:
-            del pipe.data[:drop]
-            pipe.start += drop
-            if pipe.stream is not None:
-                # The read is what grants the agent room for more: unread output stalls only
-                # this stream. A stream that has ended or was reset owes nothing.
-                with contextlib.suppress(Error):
-                    pipe.stream.consumed(drop)
+            pipe.drop(drop)  # past the read-ahead, this read is what lets the agent send more
 
     async def write_stdin(self, account: str, sandbox_id: str, proc_id: str, data: bytes, eof: bool) -> None:
         """Sends data down the process's fd 1 stream; returns once the stream has taken it, so a
@@ -482,6 +499,8 @@ class SandboxManager:
 
         def on_chunk(chunk: bytes) -> None:
             pipe.data.extend(chunk)
+            pipe.owed += len(chunk)
+            pipe.credit()
             proc.changed.set()
 
         def on_end(error: Error | None) -> None:
