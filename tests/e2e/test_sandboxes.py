@@ -8,6 +8,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,6 +215,17 @@ def test_timeout_terminates_and_says_so(server: dict) -> None:
 def test_exec_timeout_kills_the_process(sb: apothic.Sandbox) -> None:
     p = sb.exec("sleep", "60", timeout=0.5)
     assert p.wait() == -signal.SIGKILL and p.timed_out
+
+
+def test_a_killed_process_with_unread_output_still_reports_its_exit(sb: apothic.Sandbox) -> None:
+    """Its exit comes while output it wrote still waits for a reader: the exit is final after a
+    grace of a few seconds, not once someone reads."""
+    p = sb.exec("sh", "-c", "head -c 20000000 /dev/zero; sleep 60", text=False, timeout=1)
+    done: list[int] = []
+    waiter = threading.Thread(target=lambda: done.append(p.wait()), daemon=True)
+    waiter.start()
+    waiter.join(60)
+    assert done == [-signal.SIGKILL] and p.timed_out
 
 
 def test_bad_inputs_get_one_line_errors_with_codes(server: dict, sb: apothic.Sandbox) -> None:

@@ -19,6 +19,7 @@ session survives, so unfinished records end the same way.
 from __future__ import annotations
 
 import asyncio
+import builtins  # its TimeoutError is what asyncio raises; the one imported below is the API's
 import contextlib
 import itertools
 import logging
@@ -259,7 +260,7 @@ class SandboxManager:
     async def wait(self, account: str, sandbox_id: str, timeout: float) -> dict[str, Any]:
         live = self.live.get(sandbox_id)
         if live is not None and live.record["account"] == account:
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(builtins.TimeoutError):
                 await asyncio.wait_for(live.ended.wait(), timeout)
             return live.record
         return await self.record(account, sandbox_id)
@@ -301,7 +302,7 @@ class SandboxManager:
             live.worker.send(header | {"req": req}, payload)
             try:
                 reply, body = await asyncio.wait_for(future, timeout)
-            except TimeoutError:
+            except builtins.TimeoutError:
                 raise Error(f"worker {live.worker.id} did not answer within {timeout:g} s",
                             code="sandbox.terminated") from None
         finally:
@@ -352,7 +353,7 @@ class SandboxManager:
             if left <= 0:
                 break
             proc.changed.clear()
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(builtins.TimeoutError):
                 await asyncio.wait_for(proc.changed.wait(), left)
         # A sandbox that ended took its processes with it: their streams end there.
         eof = pipe.eof or (not live.running and not len(pipe.data))
@@ -395,7 +396,7 @@ class SandboxManager:
                 raise Error(f"worker {live.worker.id} opened no stream for process {proc.id} within "
                             f"{_REQUEST_TIMEOUT_S:g} s", code="sandbox.terminated")
             proc.changed.clear()
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(builtins.TimeoutError):
                 await asyncio.wait_for(proc.changed.wait(), left)
         return stream
 
@@ -415,7 +416,7 @@ class SandboxManager:
             if left <= 0:
                 break
             proc.changed.clear()
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(builtins.TimeoutError):
                 await asyncio.wait_for(proc.changed.wait(), left)
         if proc.returncode is None and not live.running:
             raise SandboxTerminatedError(f"sandbox {sandbox_id} ended before process {proc_id} did "
@@ -469,7 +470,7 @@ class SandboxManager:
             if left <= 0:
                 break
             proc.changed.clear()
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(builtins.TimeoutError):
                 await asyncio.wait_for(proc.changed.wait(), left)
         proc.returncode = header.get("returncode")
         proc.timed_out = bool(header.get("timed_out"))
