@@ -28,7 +28,11 @@ fn args() -> Args {
     let mut a = Args {
         frames: 2_000_000,
         streams_frames: 1_000,
-        out: concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/results/session.json").into(),
+        out: concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../bench/results/session.json"
+        )
+        .into(),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
@@ -109,7 +113,11 @@ async fn run(a: &Mux, b: &Mux, streams: u64, per_stream: u64) -> (u64, f64, u64)
     for s in senders {
         drop(s.await.expect("sender"));
     }
-    assert_eq!(bytes, frames * PAYLOAD as u64, "every frame carried {PAYLOAD} bytes");
+    assert_eq!(
+        bytes,
+        frames * PAYLOAD as u64,
+        "every frame carried {PAYLOAD} bytes"
+    );
     (frames, seconds, completed)
 }
 
@@ -125,7 +133,9 @@ fn phase(name: &str, streams: u64, frames: u64, seconds: f64, completed: u64) ->
 
 fn main() {
     let args = args();
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(4);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
@@ -159,7 +169,11 @@ fn main() {
         let (f, s, c) = run(&a2, &b2, 1000, args.streams_frames).await;
         phases.push(phase("duplex_1000_streams", 1000, f, s, c));
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(a.stream_count() + b.stream_count(), 0, "finished streams are forgotten");
+        assert_eq!(
+            a.stream_count() + b.stream_count(),
+            0,
+            "finished streams are forgotten"
+        );
     });
     let unix_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -210,7 +210,11 @@ impl Mux {
             .tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend([writer.abort_handle(), reader.abort_handle(), ticker.abort_handle()]);
+            .extend([
+                writer.abort_handle(),
+                reader.abort_handle(),
+                ticker.abort_handle(),
+            ]);
         Ok(Mux { shared })
     }
 
@@ -332,7 +336,8 @@ impl MuxStream {
             let len = data.as_ref().map_or(0, Bytes::len);
             let limit = inner.session.config().max_buffered_bytes;
             let buffered = inner.session.buffered();
-            if inner.session.queued(self.id) > send_buffer || (buffered > 0 && buffered + len > limit)
+            if inner.session.queued(self.id) > send_buffer
+                || (buffered > 0 && buffered + len > limit)
             {
                 slot.send_waker = Some(cx.waker().clone());
                 if !inner.send_blocked.contains(&self.id) {

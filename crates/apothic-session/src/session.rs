@@ -5,9 +5,13 @@
 //! implementation for the tokio driver (`Mux`) and for Python's asyncio (`apothic._core`).
 //!
 //! Flow control follows HTTP/2: every stream has a send window and the connection has one
-//! more; DATA spends both; the receiver grants credit back (WINDOW_UPDATE) only as the
-//! application reports bytes consumed. A stream whose reader stalls therefore stops only its
-//! own sender, and the connection window caps what all stalled readers can pin together.
+//! more; DATA spends both. The receiver grants a stream's credit back (WINDOW_UPDATE) only as
+//! the application reports its bytes consumed, so a stream whose reader stalls stops only its
+//! own sender. The connection's credit comes back as soon as DATA is taken into a stream's
+//! buffer: each stream's window already bounds what it can pin, and holding connection credit
+//! for stalled streams would let enough of them (64 x 256 KiB) freeze every other stream, the
+//! control stream included. What all stalled readers pin together is bounded by
+//! `max_streams` x `STREAM_WINDOW`.
 //! The initial windows are protocol constants rather than settings, because both sides must
 //! agree on them without a negotiation round trip.
 
@@ -20,7 +24,7 @@ use crate::frame::{self, Decoder, Frame, FrameType, MAX_PAYLOAD};
 
 /// Each stream's initial send window, in both directions.
 pub const STREAM_WINDOW: u32 = 256 * 1024;
-/// The connection's window: the most unconsumed DATA a receiver can be made to hold.
+/// The connection's window: the most DATA in flight on the wire (credit returns on receipt).
 pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 const MAX_WINDOW: u32 = i32::MAX as u32;
 
@@ -91,16 +95,32 @@ impl SessionConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Opened { id: u32, headers: Bytes },
-    Data { id: u32, data: Bytes },
+    Opened {
+        id: u32,
+        headers: Bytes,
+    },
+    Data {
+        id: u32,
+        data: Bytes,
+    },
     /// The peer half-closed the stream: no more data will arrive on it.
-    Closed { id: u32 },
-    Reset { id: u32, code: u32 },
+    Closed {
+        id: u32,
+    },
+    Reset {
+        id: u32,
+        code: u32,
+    },
     /// A stream that had data waiting on an exhausted window got credit again.
-    WindowOpened { id: u32 },
+    WindowOpened {
+        id: u32,
+    },
     /// The peer is closing: it will accept no new streams, and it did not process ours above
     /// `last_id` (those get `Reset` with `codes::REFUSED`).
-    GoAway { last_id: u32, code: u32 },
+    GoAway {
+        last_id: u32,
+        code: u32,
+    },
     Dead,
 }
 
@@ -293,7 +313,6 @@ impl Session {
             FrameType::Reset => match self.streams.remove(&id) {
                 Some(s) => {
                     self.buffered -= s.queued;
-                    self.return_conn_credit(s.unconsumed);
                     events.push(Event::Reset {
                         id,
                         code: frame.u32_payload(),
@@ -338,7 +357,6 @@ impl Session {
                 for sid in refused {
                     if let Some(s) = self.streams.remove(&sid) {
                         self.buffered -= s.queued;
-                        self.return_conn_credit(s.unconsumed);
                     }
                     events.push(Event::Reset {
                         id: sid,
@@ -384,6 +402,7 @@ impl Session {
         }
         s.recv_window -= len;
         s.unconsumed += data.len();
+        self.return_conn_credit(data.len());
         if !data.is_empty() {
             events.push(Event::Data { id, data });
         }
@@ -464,7 +483,6 @@ impl Session {
         match self.streams.remove(&id) {
             Some(s) => {
                 self.buffered -= s.queued;
-                self.return_conn_credit(s.unconsumed);
                 frame::put_u32_frame(&mut self.control, FrameType::Reset, id, code);
                 Ok(())
             }
@@ -503,7 +521,6 @@ impl Session {
                 queued = true;
             }
         }
-        queued |= self.return_conn_credit(n);
         self.remove_if_finished(id);
         Ok(queued)
     }
@@ -735,13 +752,18 @@ impl Session {
         }
     }
 
-    /// Grants connection credit for `n` bytes that will never be consumed through a stream
-    /// (or just were). Returns whether a WINDOW_UPDATE was queued.
+    /// Grants connection credit for `n` received bytes (taken into a stream's buffer, or
+    /// dropped for a stream already gone). Returns whether a WINDOW_UPDATE was queued.
     fn return_conn_credit(&mut self, n: usize) -> bool {
         // n is at most one window's worth, far below u32::MAX.
         self.conn_credit += u32::try_from(n).unwrap_or(u32::MAX);
         if self.conn_credit >= CONNECTION_WINDOW / 4 {
-            frame::put_u32_frame(&mut self.control, FrameType::WindowUpdate, 0, self.conn_credit);
+            frame::put_u32_frame(
+                &mut self.control,
+                FrameType::WindowUpdate,
+                0,
+                self.conn_credit,
+            );
             self.conn_recv_window += self.conn_credit;
             self.conn_credit = 0;
             return true;

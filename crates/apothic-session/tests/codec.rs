@@ -27,26 +27,36 @@ fn raw(kind: u8, flags: u8, id: u32, payload: &[u8]) -> Vec<u8> {
 fn arb_frame() -> impl Strategy<Value = Frame> {
     let id = 1u32..=u32::MAX;
     prop_oneof![
-        (id.clone(), proptest::collection::vec(any::<u8>(), 0..64))
-            .prop_map(|(i, p)| Frame::new(FrameType::Open, i, p.into())),
+        (id.clone(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(i, p)| Frame::new(
+            FrameType::Open,
+            i,
+            p.into()
+        )),
         // Large enough to cross the copy/slice threshold inside the decoder.
-        (id.clone(), proptest::collection::vec(any::<u8>(), 0..40_000))
+        (
+            id.clone(),
+            proptest::collection::vec(any::<u8>(), 0..40_000)
+        )
             .prop_map(|(i, p)| Frame::new(FrameType::Data, i, p.into())),
         id.clone()
             .prop_map(|i| Frame::new(FrameType::Close, i, Bytes::new())),
-        (id.clone(), any::<u32>())
-            .prop_map(|(i, c)| Frame::new(FrameType::Reset, i, c.to_be_bytes().to_vec().into())),
+        (id.clone(), any::<u32>()).prop_map(|(i, c)| Frame::new(
+            FrameType::Reset,
+            i,
+            c.to_be_bytes().to_vec().into()
+        )),
         (0u32..100, 1u32..=u32::MAX).prop_map(|(i, c)| Frame::new(
             FrameType::WindowUpdate,
             i,
             c.to_be_bytes().to_vec().into()
         )),
-        any::<u64>()
-            .prop_map(|v| Frame::new(FrameType::Ping, 0, v.to_be_bytes().to_vec().into())),
-        any::<u64>()
-            .prop_map(|v| Frame::new(FrameType::Pong, 0, v.to_be_bytes().to_vec().into())),
-        any::<u64>()
-            .prop_map(|v| Frame::new(FrameType::GoAway, 0, v.to_be_bytes().to_vec().into())),
+        any::<u64>().prop_map(|v| Frame::new(FrameType::Ping, 0, v.to_be_bytes().to_vec().into())),
+        any::<u64>().prop_map(|v| Frame::new(FrameType::Pong, 0, v.to_be_bytes().to_vec().into())),
+        any::<u64>().prop_map(|v| Frame::new(
+            FrameType::GoAway,
+            0,
+            v.to_be_bytes().to_vec().into()
+        )),
     ]
 }
 
@@ -99,9 +109,18 @@ fn each_malformed_header_is_a_protocol_error() {
         (raw(2, 0x80, 1, b"x"), "unknown flags 0x80"),
         (raw(2, 0, 0, b"x"), "must name a stream"),
         (raw(6, 0, 3, &[0; 8]), "must not name a stream"),
-        (raw(3, 0, 1, b"x"), "CLOSE frame has a 1-byte payload, expected 0"),
-        (raw(4, 0, 1, b"ab"), "RESET frame has a 2-byte payload, expected 4"),
-        (raw(6, 0, 0, &[0; 4]), "PING frame has a 4-byte payload, expected 8"),
+        (
+            raw(3, 0, 1, b"x"),
+            "CLOSE frame has a 1-byte payload, expected 0",
+        ),
+        (
+            raw(4, 0, 1, b"ab"),
+            "RESET frame has a 2-byte payload, expected 4",
+        ),
+        (
+            raw(6, 0, 0, &[0; 4]),
+            "PING frame has a 4-byte payload, expected 8",
+        ),
     ];
     for (bytes, message) in cases {
         let mut d = Decoder::new();

@@ -56,12 +56,21 @@ async fn round_trip_both_ways() {
     let (a, b) = pair(config());
     let s = a.open(Bytes::from_static(b"hdr")).expect("open");
     s.send(Bytes::from_static(b"ping")).await.expect("send");
-    let (t, headers) = timeout(LONG, b.accept()).await.expect("accept in time").expect("accept");
+    let (t, headers) = timeout(LONG, b.accept())
+        .await
+        .expect("accept in time")
+        .expect("accept");
     assert_eq!(&headers[..], b"hdr");
-    assert_eq!(t.recv().await.expect("recv"), Some(Bytes::from_static(b"ping")));
+    assert_eq!(
+        t.recv().await.expect("recv"),
+        Some(Bytes::from_static(b"ping"))
+    );
     t.send(Bytes::from_static(b"pong")).await.expect("send");
     t.close().expect("close");
-    assert_eq!(s.recv().await.expect("recv"), Some(Bytes::from_static(b"pong")));
+    assert_eq!(
+        s.recv().await.expect("recv"),
+        Some(Bytes::from_static(b"pong"))
+    );
     assert_eq!(s.recv().await.expect("eof"), None);
 }
 
@@ -89,7 +98,10 @@ async fn sender_blocks_at_the_window_and_resumes_after_consumption() {
         s.close().expect("close");
         s
     });
-    let got = timeout(LONG, read_to_end(&t)).await.expect("in time").expect("read");
+    let got = timeout(LONG, read_to_end(&t))
+        .await
+        .expect("in time")
+        .expect("read");
     assert_eq!(got, accepted + 100 * chunk);
     writer.await.expect("writer");
 }
@@ -104,7 +116,9 @@ async fn a_slow_stream_does_not_stall_a_hundred_others() {
         let slow = slow.clone();
         tokio::spawn(async move {
             for _ in 0..64 {
-                slow.send(Bytes::from(vec![1u8; 64 * 1024])).await.expect("send");
+                slow.send(Bytes::from(vec![1u8; 64 * 1024]))
+                    .await
+                    .expect("send");
             }
         })
     };
@@ -131,13 +145,22 @@ async fn a_slow_stream_does_not_stall_a_hundred_others() {
         }
     }
     for r in fast_readers {
-        let got = timeout(LONG, r).await.expect("fast stream finished").expect("join");
+        let got = timeout(LONG, r)
+            .await
+            .expect("fast stream finished")
+            .expect("join");
         assert_eq!(got.expect("read"), per_stream);
     }
     for w in fast_writers {
-        timeout(LONG, w).await.expect("fast writer finished").expect("join");
+        timeout(LONG, w)
+            .await
+            .expect("fast writer finished")
+            .expect("join");
     }
-    assert!(!slow_writer.is_finished(), "the slow stream's sender is held back by its window");
+    assert!(
+        !slow_writer.is_finished(),
+        "the slow stream's sender is held back by its window"
+    );
     // Now read the slow stream: its sender completes.
     let t = slow_reader.expect("slow stream accepted");
     let reader = tokio::spawn(async move {
@@ -147,7 +170,10 @@ async fn a_slow_stream_does_not_stall_a_hundred_others() {
         }
         total
     });
-    timeout(LONG, slow_writer).await.expect("slow writer finished").expect("join");
+    timeout(LONG, slow_writer)
+        .await
+        .expect("slow writer finished")
+        .expect("join");
     assert_eq!(reader.await.expect("join"), 64 * 64 * 1024);
 }
 
@@ -186,7 +212,10 @@ async fn a_thousand_concurrent_streams_on_one_session() {
         b
     });
     for w in writers {
-        timeout(LONG, w).await.expect("stream finished").expect("join");
+        timeout(LONG, w)
+            .await
+            .expect("stream finished")
+            .expect("join");
     }
     let b = timeout(LONG, server).await.expect("server").expect("join");
     // Every finished stream is forgotten on both sides.
@@ -212,7 +241,13 @@ async fn reset_reaches_the_other_side_both_ways() {
     })
     .await
     .expect("reset arrives");
-    assert_eq!(err, SessionError::StreamReset { id: s.id(), code: 77 });
+    assert_eq!(
+        err,
+        SessionError::StreamReset {
+            id: s.id(),
+            code: 77
+        }
+    );
     assert_eq!(err.code(), ErrorCode::SessionStreamReset);
     let err = s.send(Bytes::from_static(b"y")).await.expect_err("reset");
     assert_eq!(err.code(), ErrorCode::SessionStreamReset);
@@ -230,7 +265,16 @@ async fn reset_reaches_the_other_side_both_ways() {
     })
     .await
     .expect("cancel arrives");
-    assert!(matches!(err, SessionError::StreamReset { code: codes::CANCEL, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            SessionError::StreamReset {
+                code: codes::CANCEL,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,7 +293,9 @@ async fn a_peer_that_stops_answering_is_declared_dead() {
     let a = Mux::new(x, Role::Dialer, cfg).expect("mux");
     let s = a.open(Bytes::new()).expect("open");
     let started = Instant::now();
-    let reason = timeout(LONG, a.closed()).await.expect("declared dead in time");
+    let reason = timeout(LONG, a.closed())
+        .await
+        .expect("declared dead in time");
     let elapsed = started.elapsed();
     assert_eq!(reason, SessionError::Dead { timeout_ms: 400 });
     assert_eq!(reason.code(), ErrorCode::SessionDead);
@@ -282,13 +328,17 @@ async fn malformed_input_is_a_protocol_error_not_a_panic() {
     let (x, mut raw) = tokio::io::duplex(64 * 1024);
     let a = Mux::new(x, Role::Acceptor, config()).expect("mux");
     // A DATA frame for a stream nobody opened.
-    raw.write_all(&[2, 0, 0, 0, 0, 9, 0, 0, 0, 1, b'x']).await.expect("write");
+    raw.write_all(&[2, 0, 0, 0, 0, 9, 0, 0, 0, 1, b'x'])
+        .await
+        .expect("write");
     let reason = timeout(LONG, a.closed()).await.expect("closed in time");
     assert_eq!(reason.code(), ErrorCode::SessionProtocol);
     assert!(reason.to_string().contains("never opened"), "{reason}");
     // It tells the peer why before it goes: a GOAWAY with the protocol-error code.
     let mut buf = [0u8; 18];
-    tokio::io::AsyncReadExt::read_exact(&mut raw, &mut buf).await.expect("goaway");
+    tokio::io::AsyncReadExt::read_exact(&mut raw, &mut buf)
+        .await
+        .expect("goaway");
     assert_eq!(buf[0], 8, "GOAWAY");
     assert_eq!(&buf[14..18], &codes::PROTOCOL.to_be_bytes());
 }
@@ -301,9 +351,17 @@ async fn go_away_lets_open_streams_finish() {
     b.go_away(codes::NO_ERROR);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(a.open(Bytes::new()).is_err(), "no new streams after GOAWAY");
-    s.send(Bytes::from_static(b"last words")).await.expect("send");
+    s.send(Bytes::from_static(b"last words"))
+        .await
+        .expect("send");
     s.close().expect("close");
-    assert_eq!(timeout(LONG, read_to_end(&t)).await.expect("in time").expect("read"), 10);
+    assert_eq!(
+        timeout(LONG, read_to_end(&t))
+            .await
+            .expect("in time")
+            .expect("read"),
+        10
+    );
 }
 
 trait AcceptSoon {
@@ -312,6 +370,9 @@ trait AcceptSoon {
 
 impl AcceptSoon for Mux {
     async fn accept_soon(&self) -> (MuxStream, Bytes) {
-        timeout(LONG, self.accept()).await.expect("accept in time").expect("accept")
+        timeout(LONG, self.accept())
+            .await
+            .expect("accept in time")
+            .expect("accept")
     }
 }

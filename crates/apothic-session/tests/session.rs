@@ -59,7 +59,8 @@ fn open_send_close_round_trip() {
         ]
     );
     // The acceptor answers on the same stream and opens its own, with an even id.
-    b.send(id, Bytes::from_static(b"answer")).expect("send back");
+    b.send(id, Bytes::from_static(b"answer"))
+        .expect("send back");
     b.close(id).expect("close back");
     let theirs = b.open_stream(Bytes::new()).expect("open");
     assert_eq!(theirs, 2);
@@ -86,7 +87,10 @@ fn sender_stops_at_the_window_and_resumes_after_consumption() {
     assert_eq!(data_bytes(&events, id), STREAM_WINDOW as usize);
     assert_eq!(a.queued(id), 100_000);
     assert_eq!(a.send_window(id), Some(0));
-    assert!(drain(&mut a).is_empty(), "nothing more leaves until credit arrives");
+    assert!(
+        drain(&mut a).is_empty(),
+        "nothing more leaves until credit arrives"
+    );
 
     // Consuming less than a quarter window grants nothing yet (credit goes out in batches).
     assert!(!b.consumed(id, 1000).expect("consume"));
@@ -109,7 +113,8 @@ fn a_stalled_stream_does_not_stop_the_others() {
     a.send(slow, Bytes::from(vec![1u8; 4 * STREAM_WINDOW as usize]))
         .expect("send");
     for _ in 0..20 {
-        a.send(fast, Bytes::from(vec![2u8; 64 * 1024])).expect("send");
+        a.send(fast, Bytes::from(vec![2u8; 64 * 1024]))
+            .expect("send");
         let events = pump(&mut a, &mut b);
         let got = data_bytes(&events, fast);
         assert_eq!(got, 64 * 1024, "the fast stream flows in every round");
@@ -157,7 +162,8 @@ fn reset_drops_queued_data_and_reaches_the_peer() {
     // Late frames for the reset stream are ignored, not errors; using it locally is.
     let err = a.send(id, Bytes::from_static(b"x")).expect_err("reset");
     assert_eq!(err.code(), ErrorCode::SessionStreamClosed);
-    b.consumed(id, 10).expect("consuming a reset stream's data is harmless");
+    b.consumed(id, 10)
+        .expect("consuming a reset stream's data is harmless");
 }
 
 #[test]
@@ -177,6 +183,38 @@ fn connection_credit_comes_back_for_data_of_reset_streams() {
     }
     assert_eq!(delivered, 100 * STREAM_WINDOW as usize);
     assert!(delivered > CONNECTION_WINDOW as usize);
+}
+
+#[test]
+fn many_stalled_streams_cannot_freeze_the_others() {
+    let (mut a, mut b) = pair();
+    // 100 streams each fill their window and are never consumed: together they pin more than
+    // the connection window. A stream opened after them must still flow both ways.
+    for _ in 0..100 {
+        let id = a.open_stream(Bytes::new()).expect("open");
+        a.send(id, Bytes::from(vec![0u8; STREAM_WINDOW as usize]))
+            .expect("send");
+        let events = pump(&mut a, &mut b);
+        assert_eq!(data_bytes(&events, id), STREAM_WINDOW as usize);
+        pump(&mut b, &mut a);
+    }
+    const { assert!(100 * STREAM_WINDOW > CONNECTION_WINDOW) };
+    let live = a.open_stream(Bytes::new()).expect("open");
+    let mut got = 0usize;
+    for _ in 0..8 {
+        a.send(live, Bytes::from(vec![1u8; 64 * 1024]))
+            .expect("send");
+        let events = pump(&mut a, &mut b);
+        let n = data_bytes(&events, live);
+        got += n;
+        b.consumed(live, n).expect("consume");
+        pump(&mut b, &mut a);
+    }
+    assert_eq!(
+        got,
+        8 * 64 * 1024,
+        "the live stream kept flowing past the stalled ones"
+    );
 }
 
 #[test]
