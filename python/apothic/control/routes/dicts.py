@@ -59,7 +59,7 @@ async def delete_dict(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/dicts/{dict}/get")
-async def getwire_entry(request: web.Request) -> web.Response:
+async def get_entry(request: web.Request) -> web.Response:
     body = await json_body(request)
     d = _dict(request)
     entry = await request.app[keys.DICTS].get(d, _b64(body, "key"))
@@ -83,7 +83,7 @@ async def dict_len(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/dicts/{dict}/put")
-async def putwire_entry(request: web.Request) -> web.Response:
+async def put_entry(request: web.Request) -> web.Response:
     body = await json_body(request)
     fence = field(body, "fence", dict, required=False)
     guard = None
@@ -111,14 +111,14 @@ async def put_entries(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/dicts/{dict}/delete")
-async def deletewire_entry(request: web.Request) -> web.Response:
+async def delete_entry(request: web.Request) -> web.Response:
     body = await json_body(request)
     prev = await request.app[keys.DICTS].delete_key(_dict(request), _b64(body, "key"))
     return json_response({"entry": wire_entry(prev)})
 
 
 @routes.post("/v1/dicts/{dict}/cas")
-async def caswire_entry(request: web.Request) -> web.Response:
+async def cas_entry(request: web.Request) -> web.Response:
     body = await json_body(request)
     expect: dict[str, Any] = {}
     if "expected_value" in body:
