@@ -71,3 +71,16 @@ def test_sandboxes_are_placed_by_the_same_filter_language(server: dict) -> None:
     with pytest.raises(Error) as bad:
         apothic.Sandbox.create(app=app, offer_filters={"inet_down": {"gt": "fast"}})
     assert bad.value.code == "placement.invalid_filter" and "inet_down" in bad.value.message
+
+
+def test_a_web_request_nothing_can_serve_gets_no_match_not_a_timeout(running) -> None:
+    import time
+    import urllib.error
+    import urllib.request
+
+    started = time.monotonic()
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(running.gpu_page.get_web_url(), timeout=100)
+    body = json.loads(info.value.read())
+    assert body["error"]["code"] == "placement.no_match" and "B200" in body["error"]["message"]
+    assert time.monotonic() - started < 60  # the search's answer, well before the 120 s timeout

@@ -97,9 +97,6 @@ class Placer:
                 return sorted(ranked, key=lambda w: (busy.get(w.id, 0), order[w.id]))
         return []
 
-    def nearest(self, spec: FunctionSpec, workers: dict[str, WorkerHandle], limit: int = 3) -> list[str]:
-        return self.nearest_for(spec.id, spec.options, workers, limit)
-
     def nearest_for(self, key: str, options: dict[str, Any], workers: dict[str, WorkerHandle],
                     limit: int = 3) -> list[str]:
         """The connected workers that came closest, each with the requirements it failed."""
@@ -110,9 +107,6 @@ class Placer:
         for offer, failed in table.explain(self._compiled(key, options)[0], limit):
             lines.append(f"worker {offer['id']} ({offer.get('provider')}): " + "; ".join(failed))
         return lines
-
-    def describe(self, spec: FunctionSpec) -> str:
-        return self.describe_for(spec.id, spec.options)
 
     def describe_for(self, key: str, options: dict[str, Any]) -> str:
         return " or ".join(f.describe() for f in self._compiled(key, options))

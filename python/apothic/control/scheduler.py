@@ -51,6 +51,9 @@ class Scheduler:
         self.capacity_wanted = asyncio.Event()
         self.placer = Placer()
         self.capacity: CapacityManager | None = None  # renting from providers; set by the app
+        # Function id -> (when, error) of its last search for capacity that found nothing: calls
+        # waiting then are failed with it; a web request reads it if it came after it began.
+        self.no_match: dict[str, tuple[float, Error]] = {}
         # Told ("ready" | "failed" | "dropped", container, message) as containers come and go:
         # control/web.py routes requests to containers by these.
         self.container_listeners: list[Callable[[str, Container, str], None]] = []
@@ -421,17 +424,10 @@ class Scheduler:
             return  # until the first agent connects, what this host offers is unknown
 
         def failed(error: Error, fn: FunctionRuntime = fn) -> None:
+            self.no_match[fn.spec.id] = (time.monotonic(), error)
             self._spawn(self._fail_waiting(fn, {"code": error.code, "message": error.message}))
 
         self.capacity.want(fn.spec.id, requirement_specs(fn.spec.options), failed)
-
-    def unplaceable_reason(self, fn: FunctionRuntime) -> str | None:
-        """Why no connected worker could ever run this function, when no capacity manager can
-        rent one (with a manager, `_want_capacity` decides)."""
-        if self.capacity is not None or not self.workers or self.placer.candidates(fn.spec, self.workers):
-            return None
-        nearest = "; ".join(self.placer.nearest(fn.spec, self.workers))
-        return f"{fn.spec.name} needs {self.placer.describe(fn.spec)}; no worker matches. Nearest: {nearest}"
 
     # ---- attempts ending ---------------------------------------------------------------
     async def _attempt_failed(self, job: Job, fn: FunctionRuntime | None, error: dict[str, str],
@@ -475,6 +471,7 @@ class Scheduler:
     def worker_connected(self, worker: WorkerHandle) -> None:
         self.workers[worker.id] = worker
         self.placer.workers_changed()
+        self.no_match.clear()  # the new worker may be the match a search did not find
         for fn in list(self.functions.values()):
             self._pump(fn)
 
@@ -603,10 +600,6 @@ class Scheduler:
         for fn in list(self.functions.values()):
             if fn.queue.in_flight():
                 self._on_expired(fn, fn.queue.expire())
-            reason = self.unplaceable_reason(fn)
-            if reason is not None:
-                await self._fail_waiting(fn, {"code": "placement.no_match", "message": reason})
-                continue
             self._pump(fn)
             idle = sorted((c for c in fn.containers.values() if c.state == "ready" and not c.jobs and not c.streams),
                           key=lambda c: c.idle_since)

@@ -26,7 +26,7 @@ from apothic.control.auth import Auth
 from apothic.control.model import Container, FunctionRuntime
 from apothic.control.scheduler import Scheduler
 from apothic.control.store import Store
-from apothic.exception import AuthError, Error, InvalidError, NotFoundError, WebTimeoutError, WebUpstreamError
+from apothic.exception import AuthError, Error, NotFoundError, WebTimeoutError, WebUpstreamError, error_for
 
 Frame = tuple[dict[str, Any], bytes]
 _WAKE_S = 0.5  # a waiting request looks again this often even if nothing told it to
@@ -130,9 +130,9 @@ class WebService:
                 failed = self.failures.get(function_id)
                 if failed is not None and failed[0] >= since:
                     raise WebUpstreamError(f"{fn.spec.name}: its container failed to start: {failed[1]}")
-                reason = self.scheduler.unplaceable_reason(fn)
-                if reason is not None:
-                    raise InvalidError(f"{fn.spec.name}: {reason}", code="placement.no_match")
+                found_nothing = self.scheduler.no_match.get(function_id)  # a search for capacity failed
+                if found_nothing is not None and found_nothing[0] >= since:
+                    raise error_for(found_nothing[1].code, f"{fn.spec.name}: {found_nothing[1].message}")
                 if self.waiting[function_id] > fn.count("starting") * limit and self._may_start(fn):
                     self.scheduler.start_container_for(function_id)
                 left = deadline - time.monotonic()

@@ -22,3 +22,8 @@ def nowhere() -> None:
 @app.function(gpu=["H100:8", "B200"])
 def needs_gpus() -> None:
     raise AssertionError("this host has no GPUs")
+
+
+@app.endpoint(method="GET", gpu="B200:8", timeout=120)
+def gpu_page() -> dict:
+    return {"never": True}
