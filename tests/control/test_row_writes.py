@@ -94,3 +94,31 @@ def test_journaled_row_writes_are_replayed_after_a_crash(tmp_path: Path) -> None
             await db.close()
 
     assert asyncio.run(second_run()) == {"a": {"v": 1, "n": 7}, "c": {"v": 3}}
+
+
+def test_a_row_written_by_sql_and_by_row_operations_in_one_checkpoint_survives_a_restart(tmp_path: Path) -> None:
+    """surrealkv, reopened, brought back the first of two writes of one record made in one
+    transaction: a dict created and then given its revision in one checkpoint read back as
+    revision 0 after a restart, and the next start refused its entries. Each write of a record
+    must land in a transaction of its own."""
+    async def first_run() -> None:
+        db = _db(tmp_path)
+        await db.open()
+        try:
+            # Unawaited writes queue together, so all three reach SurrealDB in one checkpoint.
+            db.write_nowait("CREATE type::thing('item', $r.id) CONTENT $r RETURN NONE", {"r": {"id": "d", "rev": 0}})
+            db.write_rows_nowait([("upsert", "entry", "d:k", {"id": "d:k", "v": 1})])
+            await db.write_rows([("merge", "item", "d", {"rev": 3})])
+        finally:
+            await db.close()
+
+    async def second_run() -> tuple[dict[str, dict[str, Any]], list[Any]]:
+        db = _db(tmp_path)
+        await db.open()
+        try:
+            return await _rows(db), (await db.query("SELECT VALUE v FROM entry"))[0]
+        finally:
+            await db.close()
+
+    asyncio.run(first_run())
+    assert asyncio.run(second_run()) == ({"d": {"rev": 3}}, [1])

@@ -44,6 +44,7 @@ _CHECKPOINT_LAG_S = 0.05
 # 5 ms. A shorter switch interval bounds that wait (and so a write's latency).
 _SWITCH_INTERVAL_S = 0.0005
 ROWS = "-- rows"  # the sql of a write_rows record; its vars hold {"ops": [RowOp, ...]}
+_NOTHING = "RETURN NONE"  # the sql of a write that only waits for the journal (sync)
 _LAZY_FLUSH_S = 0.02
 _JOURNAL_RESET_BYTES = 16 * 1024 * 1024
 _CHECKPOINT_SQL = "UPSERT meta:journal SET seq = $seq RETURN NONE"
@@ -211,7 +212,7 @@ class Database:
 
     async def sync(self) -> None:
         """Returns once every write queued so far, awaited or not, is durable."""
-        await self.write("RETURN NONE")
+        await self.write(_NOTHING)
 
     def write_nowait(self, sql: str, variables: dict[str, Any] | None = None) -> None:
         """Queues a mutation that nobody waits for (logs, intermediate events); order is kept.
@@ -290,9 +291,14 @@ class Database:
                     await self._commit([record])
                 except Exception:
                     log.exception("store refused journaled write %d: %s", record[0], record[1][:200])
-                    await self._commit([(record[0], "RETURN NONE", {})])
+                    await self._commit([(record[0], _NOTHING, {})])
 
     async def _commit(self, records: list[Record]) -> None:
+        for group in _transactions(records):
+            await self._commit_group(group)
+
+    async def _commit_group(self, records: list[Record]) -> None:
+        """One transaction: the records' writes and the journal position they reach."""
         parts = ["BEGIN TRANSACTION;"]
         variables: dict[str, Any] = {"seq": records[-1][0]}
         folded: dict[tuple[str, str], list[Any]] = {}
@@ -300,11 +306,10 @@ class Database:
             if sql == ROWS:
                 for op in record_vars["ops"]:
                     _fold(folded, op)
-                continue
-            _emit_rows(folded, parts, variables)  # SQL may touch those rows: keep the order
-            renamed_sql, renamed = _rename_vars(sql, record_vars, f"w{i}_")
-            parts.append(renamed_sql.rstrip().rstrip(";") + ";")
-            variables.update(renamed)
+            elif sql != _NOTHING:
+                renamed_sql, renamed = _rename_vars(sql, record_vars, f"w{i}_")
+                parts.append(renamed_sql.rstrip().rstrip(";") + ";")
+                variables.update(renamed)
         _emit_rows(folded, parts, variables)
         parts.append(_CHECKPOINT_SQL + ";")
         parts.append("COMMIT TRANSACTION;")
@@ -323,6 +328,29 @@ class Database:
         request = cbor2.dumps({"id": str(self._request_id), "method": "query", "params": [sql, variables]})
         response = cbor2.loads(await engine.execute(request))
         return response if isinstance(response, dict) else {}
+
+
+def _transactions(records: list[Record]) -> list[list[Record]]:
+    """Splits a checkpoint into transactions that each write any one record at most once.
+
+    surrealkv, reopened, can bring back an earlier value of a key written twice in one
+    transaction: `CREATE dict:d; UPSERT dict_entry:e; UPDATE dict:d` in one transaction read
+    back, after a restart, the CREATE's revision 0, and the next start refused the entries as
+    newer than their dict. Row operations fold into one write per row, so a run of them is one
+    transaction; a plain-SQL write, whose rows we cannot see, is a transaction of its own."""
+    groups: list[list[Record]] = []
+    rows: list[Record] = []
+    for record in records:
+        if record[1] in (ROWS, _NOTHING):
+            rows.append(record)
+            continue
+        if rows:
+            groups.append(rows)
+            rows = []
+        groups.append([record])
+    if rows:
+        groups.append(rows)
+    return groups
 
 
 def _fold(folded: dict[tuple[str, str], list[Any]], op: RowOp) -> None:
