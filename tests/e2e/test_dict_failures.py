@@ -86,3 +86,47 @@ def test_control_plane_sigkill_keeps_every_acknowledged_write(tmp_path: Path) ->
         assert leased == "yes" and version == "1"  # the lease was restored with its key
     finally:
         servers.stop(home, info["pid"])
+
+
+_CREATE_AT_ONCE = """
+import asyncio, apothic
+
+async def main():
+    async def one(i):
+        d = apothic.Dict.from_name("born-once", create_if_missing=True)
+        q = apothic.Queue.from_name("born-once", create_if_missing=True)
+        await d.put.aio(f"k{i}", i)
+        await q.put.aio(i)
+    await asyncio.gather(*(one(i) for i in range(16)))
+
+asyncio.run(main())
+"""
+
+_COUNT_BORN_ONCE = """
+import apothic
+d = apothic.Dict.from_name("born-once")
+q = apothic.Queue.from_name("born-once")
+print(d.len(), q.len())
+"""
+
+
+def test_dict_and_queue_created_by_many_clients_at_once_are_one(tmp_path: Path) -> None:
+    """16 clients create the same missing dict and queue at once, each writes once; after a
+    SIGKILL and a restart all 16 writes are in one dict and one queue (each client used to make
+    its own, and all but one were dropped at the checkpoint)."""
+    home = tmp_path / "home"
+    info = servers.start(home)
+    env = servers.env_for(home)
+    try:
+        made = subprocess.run([sys.executable, "-c", _CREATE_AT_ONCE], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert made.returncode == 0, made.stderr
+        os.kill(info["pid"], signal.SIGKILL)
+        assert servers.wait_dead(info["pid"])
+        info = servers.start(home)
+        read = subprocess.run([sys.executable, "-c", _COUNT_BORN_ONCE], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert read.returncode == 0, read.stderr
+        assert read.stdout.split() == ["16", "16"]
+    finally:
+        servers.stop(home, info["pid"])

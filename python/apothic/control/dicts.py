@@ -59,6 +59,7 @@ class DictService:
         self.hub = hub
         self.dicts: dict[tuple[str, str], NamedDict] = {}
         self._persisting: set[asyncio.Task[None]] = set()
+        self._creating = asyncio.Lock()
 
     async def restore(self) -> None:
         await self.store.open()
@@ -71,8 +72,13 @@ class DictService:
         for row in await self.store.leases():
             leases.setdefault(row["dict"], []).append((int(row["lease"]), int(row["ttl_ms"])))
         for row in await self.store.dicts():
-            revision = int(row.get("revision") or 0)
-            engine = DictEngine.restore(revision, entries.get(row["id"], []), leases.get(row["id"], []))
+            # Never below what its entries and leases carry: a store written before checkpoints
+            # kept each record to one write a transaction can hold a revision older than its
+            # entries (see db._transactions), which the engine would refuse to restore.
+            own_entries, own_leases = entries.get(row["id"], []), leases.get(row["id"], [])
+            revision = max([int(row.get("revision") or 0)] + [e[4] for e in own_entries]
+                           + [lease for lease, _ in own_leases])
+            engine = DictEngine.restore(revision, own_entries, own_leases)
             d = NamedDict(id=row["id"], account=row["account"], name=row["name"],
                           created_at=float(row.get("created_at") or 0), engine=engine, durable_revision=revision)
             self.dicts[(d.account, d.name)] = d
@@ -93,11 +99,18 @@ class DictService:
                                 code="dict.not_found")
         if not name or len(name) > 128:
             raise InvalidError("a dict name is 1 to 128 characters")
-        d = NamedDict(id=_ids.new_id("dict"), account=account, name=name, created_at=time.time(),
-                      engine=DictEngine())
-        await self.store.create({"id": d.id, "account": account, "name": name, "revision": 0,
-                                 "created_at": d.created_at})
-        self.dicts[(account, name)] = d
+        # Clients that all create the same missing dict at once (32 tasks each hydrating on first
+        # use) must get one dict: without the lock each made its own, and all but one vanished at
+        # the next restart with the writes made through them.
+        async with self._creating:
+            d = self.dicts.get((account, name))
+            if d is not None:
+                return d
+            d = NamedDict(id=_ids.new_id("dict"), account=account, name=name, created_at=time.time(),
+                          engine=DictEngine())
+            await self.store.create({"id": d.id, "account": account, "name": name, "revision": 0,
+                                     "created_at": d.created_at})
+            self.dicts[(account, name)] = d
         return d
 
     async def delete(self, account: str, name: str) -> None:

@@ -105,6 +105,7 @@ class QueueService:
         self.hub = hub
         self.queues: dict[tuple[str, str], NamedQueue] = {}  # (account, name) -> queue
         self._seq = 0
+        self._creating = asyncio.Lock()
 
     async def restore(self) -> None:
         await self.store.open()
@@ -149,11 +150,17 @@ class QueueService:
             raise InvalidError("max_deliveries must be >= 0 (0: never dead-letter)")
         if max_deliveries and dead_letter is None:
             dead_letter = f"{name}.dlq"
-        queue_id = _ids.new_id("queue")
-        q = NamedQueue(id=queue_id, account=account, name=name, max_deliveries=max_deliveries,
-                       dead_letter=dead_letter, created_at=time.time(), events=EventLog(self.hub, f"queue:{queue_id}"))
-        await self.store.create_queue(q.record())
-        self.queues[(account, name)] = q
+        # One queue for clients that create the same missing name at once (see DictService.ensure).
+        async with self._creating:
+            q = self.queues.get((account, name))
+            if q is not None:
+                return q
+            queue_id = _ids.new_id("queue")
+            q = NamedQueue(id=queue_id, account=account, name=name, max_deliveries=max_deliveries,
+                           dead_letter=dead_letter, created_at=time.time(),
+                           events=EventLog(self.hub, f"queue:{queue_id}"))
+            await self.store.create_queue(q.record())
+            self.queues[(account, name)] = q
         return q
 
     async def delete(self, account: str, name: str) -> None:
