@@ -9,13 +9,65 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Coroutine
+import weakref
+from collections import deque
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
+
+
+class _Mailbox:
+    """Handles for one loop from other threads, handed over in bulk.
+
+    `call_soon_threadsafe` wakes the loop through its self-pipe on every call: a write, a wakeup
+    and a read each time, the largest single cost of an `.aio` call when many are in flight (32
+    concurrent queue clients spent 12% of their CPU in that write alone). Everything posted before
+    the loop gets round to it is run by one handle, after one wakeup, in the order posted.
+    """
+
+    __slots__ = ("__weakref__", "_items", "_lock", "_loop", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def post(self, fn: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            self._items.append((fn, args))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed: nothing will run what was posted
+            with self._lock:
+                self._items.clear()
+                self._scheduled = False
+            raise
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, deque()
+            self._scheduled = False
+        for fn, args in items:
+            fn(*args)
+
+
+_mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = weakref.WeakKeyDictionary()
+
+
+def _mailbox(target: asyncio.AbstractEventLoop) -> _Mailbox:
+    box = _mailboxes.get(target)
+    if box is None:
+        with _lock:
+            box = _mailboxes.setdefault(target, _Mailbox(target))
+    return box
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -83,22 +135,24 @@ async def run_async(coro: Coroutine[Any, Any, T]) -> T:
         return await coro
     done: asyncio.Future[T] = caller.create_future()
     started: list[asyncio.Task[T]] = []
+    back = _mailbox(caller)
+    there = _mailbox(target)
 
     def finished(task: asyncio.Task[T]) -> None:
-        caller.call_soon_threadsafe(_copy_outcome, task, done)
+        back.post(_copy_outcome, task, done)
 
     def start() -> None:
         task = target.create_task(coro)
         started.append(task)
         task.add_done_callback(finished)
 
-    target.call_soon_threadsafe(start)
+    there.post(start)
     try:
         return await done
     except asyncio.CancelledError:
         # Cancelling the caller cancels the work on the SDK loop, as wrap_future did; this
         # handle runs after start(), so the task is there.
-        target.call_soon_threadsafe(lambda: started[0].cancel())
+        there.post(lambda: started[0].cancel())
         raise
 
 
