@@ -7,6 +7,8 @@ import asyncio
 import atexit
 import contextlib
 import os
+import threading
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -38,6 +40,7 @@ class Client:
         # Requests made in one turn of the loop go out in one websocket message (see rpc.py).
         self._outbox: list[bytes] = []
         self._outbox_ready: asyncio.Event | None = None
+        self._closer: AsyncIterator[None] | None = None
 
     def _http(self) -> Any:
         import aiohttp
@@ -200,6 +203,20 @@ class Client:
             raise self._error(r.status, payload)
         return r
 
+    async def close_with_loop(self) -> None:
+        """Closes this client when its loop shuts down (asyncio.run's end): the loop closes the
+        async generators it has seen first, and this one's `finally` closes the client. Without
+        it aiohttp reports an unclosed session when the loop is gone."""
+
+        async def closer() -> AsyncIterator[None]:
+            try:
+                yield
+            finally:
+                await self.close()
+
+        self._closer = closer()
+        await self._closer.__anext__()
+
     async def close(self) -> None:
         if self._ws is not None:
             await self._ws.close()
@@ -210,7 +227,12 @@ class Client:
             await self._session.close()
 
 
-_client: Client | None = None
+_client: Client | None = None  # the SDK loop's
+# Clients of other loops: an `.aio` call of a queue or dict runs on its caller's own loop (see
+# _utils/dual.py), over a connection of that loop's own. Each is closed when its loop shuts down.
+_loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = weakref.WeakKeyDictionary()
+_endpoint: tuple[str, str] | None = None
+_endpoint_lock = threading.Lock()
 
 
 def _close_at_exit() -> None:
@@ -222,22 +244,44 @@ def _close_at_exit() -> None:
 
 
 atexit.register(_close_at_exit)
-_lock = asyncio.Lock()
 
 
-async def get_client() -> Client:
-    """The client for this process: APOTHIC_SERVER_URL, or the embedded server (started if needed)."""
-    global _client
-    async with _lock:
-        if _client is None:
+def _find_endpoint() -> tuple[str, str]:
+    """The server URL and API key for this process: APOTHIC_SERVER_URL, or the embedded server
+    (started if needed). Blocking: called on an executor thread, once per process."""
+    global _endpoint
+    with _endpoint_lock:
+        if _endpoint is None:
             url = _config.explicit_server_url()
             if url is None:
                 from apothic._embedded import ensure_server
 
-                url = await asyncio.get_running_loop().run_in_executor(None, ensure_server)
+                url = ensure_server()
             key = _config.api_key()
             if key is None:
                 raise AuthError("no API key: set APOTHIC_API_KEY or start the embedded server once",
                                 code="auth.missing_key")
-            _client = Client(url, key)
+            _endpoint = (url, key)
+        return _endpoint
+
+
+async def get_client() -> Client:
+    """The client of the running loop: the SDK loop's, or one for a caller's own loop."""
+    global _client
+    loop = asyncio.get_running_loop()
+    from apothic import _loop
+
+    if loop is _loop._loop:
+        if _client is None:
+            url, key = _endpoint or await loop.run_in_executor(None, _find_endpoint)
+            if _client is None:
+                _client = Client(url, key)
         return _client
+    client = _loop_clients.get(loop)
+    if client is None:
+        url, key = _endpoint or await loop.run_in_executor(None, _find_endpoint)
+        client = _loop_clients.get(loop)
+        if client is None:
+            client = _loop_clients[loop] = Client(url, key)
+            await client.close_with_loop()
+    return client

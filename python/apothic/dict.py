@@ -16,7 +16,7 @@ import cloudpickle
 
 from apothic import _loop, _stream
 from apothic._client import Client, get_client
-from apothic._utils.dual import dual
+from apothic._utils.dual import dual_inline
 from apothic.exception import InvalidError, SerializationError
 
 _UNSET: Any = object()
@@ -95,12 +95,12 @@ class DictLease:
     def __repr__(self) -> str:
         return f"DictLease({self.id}, ttl={self.ttl})"
 
-    @dual
+    @dual_inline
     async def keepalive(self) -> float:
         client, path = await self._dict._client()
         return (await client.json("POST", f"{path}/leases/{self.id}/keepalive"))["ttl"]
 
-    @dual
+    @dual_inline
     async def revoke(self) -> int:
         client, path = await self._dict._client()
         return (await client.json("POST", f"{path}/leases/{self.id}/revoke"))["deleted_keys"]
@@ -218,7 +218,7 @@ class Election:
             body["seen"] = seen
         return (await self._dict._call(self._path("leader"), body))["leader"]
 
-    @dual
+    @dual_inline
     async def leader(self) -> Any:
         """The leader's value, or None when nobody leads."""
         found = await self._leader()
@@ -271,7 +271,7 @@ class Dict:
         client, path = await self._client()
         return await client.json("POST", f"{path}/{verb}", json=body)
 
-    @dual
+    @dual_inline
     async def hydrate(self) -> Dict:
         await self._client()
         return self
@@ -280,12 +280,12 @@ class Dict:
     async def _entry(self, key: Any) -> DictEntry | None:
         return DictEntry.from_wire((await self._call("get", {"key": _b64(encode_key(key))}))["entry"])
 
-    @dual
+    @dual_inline
     async def entry(self, key: Any) -> DictEntry | None:
         """The key's value with its version, create_revision, mod_revision and lease."""
         return await self._entry(key)
 
-    @dual
+    @dual_inline
     async def get(self, key: Any, default: Any = None) -> Any:
         entry = await self._entry(key)
         return default if entry is None else entry.value
@@ -305,11 +305,11 @@ class Dict:
     def __contains__(self, key: Any) -> bool:
         return self.contains(key)
 
-    @dual
+    @dual_inline
     async def contains(self, key: Any) -> bool:
         return await self._entry(key) is not None
 
-    @dual
+    @dual_inline
     async def put(self, key: Any, value: Any, *, skip_if_exists: bool = False, lease: DictLease | None = None,
                   fence: DictLock | None = None) -> bool:
         """Writes the value; returns False when skip_if_exists left an existing key alone."""
@@ -323,14 +323,14 @@ class Dict:
             body["fence"] = {"lock": fence.name, "fence": fence.fence}
         return (await self._call("put", body))["written"]
 
-    @dual
+    @dual_inline
     async def update(self, other: Mapping[Any, Any] | None = None, /, **kwargs: Any) -> None:
         items = {**(dict(other) if other else {}), **kwargs}
         if items:
             await self._call("put_many", {"items": [[_b64(encode_key(k)), _b64(_dump(v))]
                                                     for k, v in items.items()]})
 
-    @dual
+    @dual_inline
     async def pop(self, key: Any, default: Any = _UNSET) -> Any:
         entry = (await self._call("delete", {"key": _b64(encode_key(key))}))["entry"]
         if entry is None:
@@ -339,7 +339,7 @@ class Dict:
             return default
         return DictEntry.from_wire(entry).value  # type: ignore[union-attr]
 
-    @dual
+    @dual_inline
     async def len(self) -> int:
         client, path = await self._client()
         return (await client.json("GET", f"{path}/len"))["len"]
@@ -349,30 +349,30 @@ class Dict:
         found = (await self._call("range", body))["entries"]
         return [(decode_key(base64.b64decode(k)), DictEntry.from_wire(e)) for k, e in found]  # type: ignore[misc]
 
-    @dual
+    @dual_inline
     async def items(self, prefix: str | None = None) -> list[tuple[Any, Any]]:
         return [(k, e.value) for k, e in await self._items(prefix)]
 
-    @dual
+    @dual_inline
     async def keys(self, prefix: str | None = None) -> list[Any]:
         return [k for k, _ in await self._items(prefix)]
 
-    @dual
+    @dual_inline
     async def values(self, prefix: str | None = None) -> list[Any]:
         return [e.value for _, e in await self._items(prefix)]
 
-    @dual
+    @dual_inline
     async def clear(self) -> int:
         return (await self._call("clear", {}))["cleared"]
 
-    @dual
+    @dual_inline
     async def delete_dict(self) -> None:
         client = await get_client()
         await client.json("DELETE", f"/v1/dicts/{quote(self.name, safe='')}")
         self._ready = False
 
     # ---- coordination --------------------------------------------------------------------
-    @dual
+    @dual_inline
     async def cas(self, key: Any, new: Any, *, expected_value: Any = _UNSET,
                   expected_version: int | None = None, lease: DictLease | None = None
                   ) -> tuple[bool, DictEntry | None]:
@@ -390,7 +390,7 @@ class Dict:
         found = await self._call("cas", body)
         return found["succeeded"], DictEntry.from_wire(found["entry"])
 
-    @dual
+    @dual_inline
     async def lease(self, ttl: float = 10) -> DictLease:
         return DictLease(self, (await self._call("leases", {"ttl": ttl}))["lease"], ttl)
 

@@ -17,7 +17,7 @@ import cloudpickle
 
 from apothic import _stream, _wire
 from apothic._client import Client, get_client
-from apothic._utils.dual import dual
+from apothic._utils.dual import dual_inline
 from apothic.exception import Error, InvalidError, SerializationError
 
 _WAIT_S = 50.0
@@ -88,25 +88,25 @@ class Claim:
         path = f"/v1/queues/{quote(self._queue.name, safe='')}/claims/{self.claim_id}/{verb}"
         return await client.json("POST", path, params=params, json=body)
 
-    @dual
+    @dual_inline
     async def ack(self) -> None:
         await self._post("ack")
 
-    @dual
+    @dual_inline
     async def renew(self, lease: float = 30) -> float:
         self.lease_expires_at = (await self._post("renew", {"lease": str(lease)}))["lease_expires_at"]
         return self.lease_expires_at
 
-    @dual
+    @dual_inline
     async def release(self, delay: float = 0) -> str:
         """Gives the item back, visible after `delay` s; counts as a failed delivery."""
         return (await self._post("release", {"delay": str(delay)}))["went_to"]
 
-    @dual
+    @dual_inline
     async def fail(self, error: str | BaseException = "") -> str:
         return (await self._post("fail", body={"error": str(error)}))["went_to"]
 
-    @dual
+    @dual_inline
     async def reject(self, reason: str = "") -> None:
         """Dead-letters the item now, whatever its delivery count."""
         await self._post("reject", body={"reason": reason})
@@ -152,23 +152,23 @@ class Queue:
             self._ready = True
         return client, f"/v1/queues/{quote(self.name, safe='')}"
 
-    @dual
+    @dual_inline
     async def hydrate(self) -> Queue:
         await self._client()
         return self
 
-    @dual
+    @dual_inline
     async def info(self) -> dict[str, Any]:
         client, _ = await self._client()
         return next(q for q in await client.json("GET", "/v1/queues") if q["name"] == self.name)
 
     # ---- put ---------------------------------------------------------------------------
-    @dual
+    @dual_inline
     async def put(self, v: Any, block: bool = True, timeout: float | None = None, *,
                   partition: str | None = None, partition_ttl: int = _DEFAULT_PARTITION_TTL) -> None:
         await self._put_many([v], partition, partition_ttl)
 
-    @dual
+    @dual_inline
     async def put_many(self, vs: list[Any], block: bool = True, timeout: float | None = None, *,
                        partition: str | None = None, partition_ttl: int = _DEFAULT_PARTITION_TTL) -> None:
         if vs:
@@ -202,7 +202,7 @@ class Queue:
                 if not block or (deadline is not None and time.monotonic() >= deadline):
                     raise std_queue.Empty() from None
 
-    @dual
+    @dual_inline
     async def get(self, block: bool = True, timeout: float | None = None, *, partition: str | None = None) -> Any:
         """The next item, removed. Non-blocking: None when empty; blocking: queue.Empty at timeout."""
         try:
@@ -213,7 +213,7 @@ class Queue:
             raise
         return cloudpickle.loads(payload)
 
-    @dual
+    @dual_inline
     async def get_many(self, n_values: int, block: bool = True, timeout: float | None = None, *,
                        partition: str | None = None) -> list[Any]:
         try:
@@ -224,7 +224,7 @@ class Queue:
             raise
         return [cloudpickle.loads(payload) for _, payload in frames]
 
-    @dual
+    @dual_inline
     async def claim(self, timeout: float | None = None, lease: float = 30, *, partition: str | None = None,
                     consumer: str | None = None) -> Claim:
         """Holds the next item for `lease` seconds; ack it, or it comes back. queue.Empty at timeout."""
@@ -232,24 +232,24 @@ class Queue:
                                                consumer=consumer)
         return Claim(self, header, payload)
 
-    @dual
+    @dual_inline
     async def claim_many(self, n: int, timeout: float | None = None, lease: float = 30, *,
                          partition: str | None = None, consumer: str | None = None) -> list[Claim]:
         frames = await self._poll("claims", n, True, timeout, partition, lease=lease, consumer=consumer)
         return [Claim(self, header, payload) for header, payload in frames]
 
     # ---- the rest ----------------------------------------------------------------------
-    @dual
+    @dual_inline
     async def len(self, *, partition: str | None = None, total: bool = False) -> int:
         client, path = await self._client()
         return (await client.json("GET", f"{path}/len", params=_params(None if total else partition or "")))["len"]
 
-    @dual
+    @dual_inline
     async def clear(self, *, partition: str | None = None, all: bool = False) -> None:
         client, path = await self._client()
         await client.json("POST", f"{path}/clear", params=_params(None if all else partition or ""))
 
-    @dual
+    @dual_inline
     async def peek(self, limit: int = 100, *, partition: str | None = None) -> list[Any]:
         client, path = await self._client()
         _, _, body = await client.request("GET", f"{path}/items", params=_params(partition or "", limit=limit))
@@ -264,7 +264,7 @@ class Queue:
     def dead_letters(self) -> Queue:
         return Queue(self._dead_letter or f"{self.name}.dlq", create_if_missing=True)
 
-    @dual
+    @dual_inline
     async def redrive(self) -> int:
         """Moves this queue's dead letters back into it; returns how many moved."""
         await self._client()
@@ -272,7 +272,7 @@ class Queue:
         client, path = await dlq._client()
         return (await client.json("POST", f"{path}/redrive", json={"to": self.name}))["moved"]
 
-    @dual
+    @dual_inline
     async def delete_queue(self) -> None:
         client = await get_client()
         await client.json("DELETE", f"/v1/queues/{quote(self.name, safe='')}")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import queue as std_queue
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 import apothic
 from apothic.exception import InvalidError, LeaseLostError, NotFoundError
+from tests.support import servers
 
 
 def test_put_get_fifo_partitions_len_clear(server: dict) -> None:
@@ -144,3 +147,36 @@ def test_watch_snapshot_live_events_and_resume(server: dict) -> None:
             q.put_many(list(range(10_050)))
             next(q.watch(start_revision=1))
         assert info.value.code == "queue.compacted"
+
+
+_TWO_LOOPS = """
+import asyncio, sys, uvloop, apothic
+
+q = apothic.Queue.from_name(sys.argv[1], create_if_missing=True)
+d = apothic.Dict.from_name(sys.argv[1], create_if_missing=True)
+
+async def produce():
+    await asyncio.gather(*(q.put.aio(i) for i in range(20)))
+    await d.put.aio("n", 20)
+
+async def consume():
+    claims = [await q.claim.aio(timeout=5) for _ in range(20)]
+    await asyncio.gather(*(c.ack.aio() for c in claims))
+    return sorted(c.value for c in claims), await d.get.aio("n"), await q.len.aio()
+
+asyncio.run(produce())                  # one loop, closed at the end: its connection with it
+got = uvloop.run(consume())             # another loop, of another kind
+print(got == (list(range(20)), 20, 0), q.len())  # and the blocking form, on the SDK's own loop
+"""
+
+
+def test_aio_calls_run_on_each_callers_loop_and_close_with_it(server: dict, home: Path) -> None:
+    """Queue and Dict `.aio` calls run on the caller's own loop with a connection of its own:
+    two loops one after the other, an asyncio one and a uvloop one, then a blocking call; the
+    first loop's connection is closed when asyncio.run ends (aiohttp says so otherwise)."""
+    env = {**os.environ, **servers.env_for(home)}
+    run = subprocess.run([sys.executable, "-W", "error::ResourceWarning", "-c", _TWO_LOOPS, "two-loops"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["True", "0"]
+    assert "Unclosed" not in run.stderr, run.stderr

@@ -34,3 +34,20 @@ class dual(Generic[T]):
 
     def __get__(self, obj: Any, owner: type | None = None) -> _Bound[T]:
         return _Bound(self._fn, owner if obj is None else obj)
+
+
+class _InlineBound(_Bound[T]):
+    __slots__ = ()
+
+    async def aio(self, *args: Any, **kwargs: Any) -> T:
+        return await self._fn(self._obj, *args, **kwargs)
+
+
+class dual_inline(dual[T]):
+    """`dual` whose `.aio` form runs on the caller's own loop, over that loop's own connection
+    (`get_client` gives each loop one). For methods that only make requests: handing each call to
+    the SDK loop and its result back cost two thread switches, which under the GIL took a
+    client of 32 concurrent queue cycles 1.3 ms a call and a third of its CPU."""
+
+    def __get__(self, obj: Any, owner: type | None = None) -> _Bound[T]:
+        return _InlineBound(self._fn, owner if obj is None else obj)
