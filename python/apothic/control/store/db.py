@@ -48,7 +48,6 @@ _SWITCH_INTERVAL_S = 0.0005
 ROWS = "-- rows"  # the sql of a write_rows record; its vars hold {"ops": [RowOp, ...]}
 _NOTHING = "RETURN NONE"  # the sql of a write that only waits for the journal (sync)
 _LAZY_FLUSH_S = 0.02
-_JOURNAL_RESET_BYTES = 16 * 1024 * 1024
 _CHECKPOINT_SQL = "UPSERT meta:journal SET seq = $seq RETURN NONE"
 
 
@@ -241,8 +240,8 @@ class Database:
     async def _write_loop(self) -> None:
         assert self._syncer is not None
         while True:
-            if self._applied == self._seq and self._journal.size > _JOURNAL_RESET_BYTES:
-                self._journal.reset()
+            if self._journal.size > self._journal.segment_bytes:
+                self._journal.seal(self._seq)  # no append is in flight here
             batch = [await self._pending.get()]
             while len(batch) < _MAX_BATCH and not self._pending.empty():
                 batch.append(self._pending.get_nowait())
@@ -298,6 +297,7 @@ class Database:
             await self._apply(records)
             self._applied = records[-1][0]
             self._applied_changed.set()
+            self._journal.release(self._applied)
 
     async def _apply(self, records: list[Record]) -> None:
         """Commits journaled writes to SurrealDB with the position they reach, in one transaction.

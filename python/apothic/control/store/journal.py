@@ -6,12 +6,18 @@ acknowledged once its record is in the journal and synced; SurrealDB receives it
 (the checkpoint) and records how far it got, and on start every record past that mark is
 replayed. Records are `u32 length | u32 crc32 | pickle((seq, sql, vars))`; a torn tail from a
 crash mid-append fails its length or checksum check and is cut off.
+
+The journal is a run of segment files: `store.log`, then `store.1.log`, `store.2.log`, ... Appends
+go to the last one; once it passes `segment_bytes` it is sealed and a new one started, and a
+sealed segment is deleted as soon as the checkpoint has passed its last record. A journal that
+only shrank when the checkpoint had caught up with every write never shrank under steady load.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import re
 import zlib
 from pathlib import Path
 from typing import Any
@@ -19,28 +25,42 @@ from typing import Any
 Record = tuple[int, str, dict[str, Any]]
 
 _HEADER = 8
+SEGMENT_BYTES = 16 * 1024 * 1024
 
 
 class Journal:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, segment_bytes: int = SEGMENT_BYTES) -> None:
         self.path = path
+        self.segment_bytes = segment_bytes
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._number_of = re.compile(re.escape(path.stem) + r"\.(\d+)" + re.escape(path.suffix) + "$")
+        self._sealed: list[tuple[int, Path]] = []  # (last seq in it, segment), oldest first
+        numbers = self._segment_numbers()
+        self._number = numbers[-1] if numbers else 0
+        self._fd = os.open(self._segment(self._number), os.O_RDWR | os.O_CREAT, 0o600)
         self.size = 0
 
+    def _segment(self, number: int) -> Path:
+        return self.path if number == 0 else self.path.with_name(f"{self.path.stem}.{number}{self.path.suffix}")
+
+    def _segment_numbers(self) -> list[int]:
+        numbers = [0] if self.path.exists() else []
+        for entry in self.path.parent.iterdir():
+            if m := self._number_of.match(entry.name):
+                numbers.append(int(m.group(1)))
+        return sorted(numbers)
+
     def read_all(self) -> list[Record]:
-        """Every intact record, in order; cuts off a torn tail so appends continue cleanly."""
-        data = os.pread(self._fd, os.fstat(self._fd).st_size, 0)
+        """Every intact record of every segment, in order; cuts off the torn tail of the last
+        one so that appends continue cleanly."""
         records: list[Record] = []
-        offset = 0
-        while offset + _HEADER <= len(data):
-            size = int.from_bytes(data[offset : offset + 4], "big")
-            crc = int.from_bytes(data[offset + 4 : offset + 8], "big")
-            body = data[offset + _HEADER : offset + _HEADER + size]
-            if len(body) != size or zlib.crc32(body) != crc:
-                break
-            records.append(pickle.loads(body))
-            offset += _HEADER + size
+        for number in self._segment_numbers():
+            if number != self._number:
+                with open(self._segment(number), "rb") as f:
+                    records.extend(_intact(f.read())[0])
+        data = os.pread(self._fd, os.fstat(self._fd).st_size, 0)
+        tail, offset = _intact(data)
+        records.extend(tail)
         os.ftruncate(self._fd, offset)
         self.size = offset
         return records
@@ -59,11 +79,59 @@ class Journal:
         os.fdatasync(self._fd)
         self.size += len(data)
 
+    def seal(self, last_seq: int) -> None:
+        """Starts a new segment; the current one, whose last record is `last_seq`, goes once
+        the checkpoint passes it (release). Call between appends, never during one."""
+        self._sealed.append((last_seq, self._segment(self._number)))
+        os.close(self._fd)
+        self._number += 1
+        self._fd = os.open(self._segment(self._number), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.size = 0
+        _sync_dir(self.path.parent)  # the new file must still be there after a crash
+
+    def release(self, applied_seq: int) -> None:
+        """Deletes the sealed segments whose every record SurrealDB holds. A deletion lost in a
+        crash only means its records are read again and skipped as already applied."""
+        while self._sealed and self._sealed[0][0] <= applied_seq:
+            _, segment = self._sealed.pop(0)
+            segment.unlink(missing_ok=True)
+
     def reset(self) -> None:
-        """Empties the journal once SurrealDB holds everything in it."""
+        """Empties the journal once SurrealDB holds everything in it: back to one empty segment."""
+        os.close(self._fd)
+        for number in self._segment_numbers():
+            if number != 0:
+                self._segment(number).unlink(missing_ok=True)
+        self._sealed.clear()
+        self._number = 0
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         os.ftruncate(self._fd, 0)
         os.fsync(self._fd)
+        _sync_dir(self.path.parent)
         self.size = 0
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+def _intact(data: bytes) -> tuple[list[Record], int]:
+    """The records up to the first torn or corrupt one, and where they end."""
+    records: list[Record] = []
+    offset = 0
+    while offset + _HEADER <= len(data):
+        size = int.from_bytes(data[offset : offset + 4], "big")
+        crc = int.from_bytes(data[offset + 4 : offset + 8], "big")
+        body = data[offset + _HEADER : offset + _HEADER + size]
+        if len(body) != size or zlib.crc32(body) != crc:
+            break
+        records.append(pickle.loads(body))
+        offset += _HEADER + size
+    return records, offset
+
+
+def _sync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
