@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import sys
 import threading
 import weakref
 from collections import deque
@@ -91,6 +92,11 @@ def loop() -> asyncio.AbstractEventLoop:
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Runs a coroutine on the background loop and blocks until it finishes."""
+    if sys.is_finalizing():
+        # The loop's thread no longer runs once the interpreter is shutting down: a wait here (a
+        # watch left open, its generator closed at exit) would never end.
+        coro.close()
+        raise RuntimeError("the interpreter is shutting down; the Apothic SDK's loop has stopped")
     target = loop()
     try:
         running = asyncio.get_running_loop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -26,7 +27,8 @@ def follow(open_stream: Callable[[], Awaitable[Any]]) -> Iterator[dict[str, Any]
             if line.strip():
                 yield orjson.loads(line)
     finally:
-        _loop.run(_close(response))
+        if not sys.is_finalizing():  # at exit the process closes the connection anyway
+            _loop.run(_close(response))
 
 
 def watch_params(snapshot: bool, start_revision: int | None, **extra: str) -> dict[str, str]:
