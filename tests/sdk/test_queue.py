@@ -180,3 +180,35 @@ def test_aio_calls_run_on_each_callers_loop_and_close_with_it(server: dict, home
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["True", "0"]
     assert "Unclosed" not in run.stderr, run.stderr
+
+
+def test_names_with_slashes_and_spaces(server: dict) -> None:
+    """A name travels percent-encoded in the request path; the server decodes it whole (a queue
+    named "a/b" used to be looked up as "a%2Fb" and not found)."""
+    q = apothic.Queue.from_name("team/a b", create_if_missing=True)
+    d = apothic.Dict.from_name("team/a b", create_if_missing=True)
+    try:
+        q.put(1)
+        d["k"] = 2
+        assert q.get(timeout=5) == 1 and d["k"] == 2
+    finally:
+        q.delete_queue()
+        d.delete_dict()
+
+
+def test_names_with_slashes_over_plain_http(server: dict, home: Path) -> None:
+    """The same over HTTP without the rpc websocket, and the queue's watch stream (always HTTP),
+    left open when the process exits."""
+    script = """
+import apothic
+q = apothic.Queue.from_name("team/b c", create_if_missing=True)
+q.put(7)
+events = q.watch(snapshot=True)
+first = next(iter(events))
+print(first.type, q.get(timeout=5))
+q.delete_queue()
+"""  # the watch is left open: the process must still exit (it hung, closing it at exit)
+    env = {**os.environ, **servers.env_for(home), "APOTHIC_TRANSPORT": "http"}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["put", "7"]

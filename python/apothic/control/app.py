@@ -110,6 +110,7 @@ def create_app(config: ServerConfig) -> web.Application:
     for module in (apps, blobs, dicts, health, jobs, offers, queues, rpc, workers):
         app.add_routes(module.routes)
     app.add_routes(web_routes.routes)
+    app[rpc.ROUTE_INDEX] = rpc.RouteIndex(app)
     return app
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 from aiohttp import web
@@ -38,6 +39,13 @@ def float_param(request: web.Request, name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise MalformedRequestError(f"query parameter {name!r} must be a number") from None
+
+
+def path_name(request: web.Request, key: str) -> str:
+    """A name from the request path, decoded whole. The router leaves %2F and %25 encoded in
+    match_info, so a queue named "a/b" (sent as a%2Fb) was looked up as "a%2Fb" and not found."""
+    value: str = request.match_info[key]
+    return unquote(value) if "%" in value else value
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

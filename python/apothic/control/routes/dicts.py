@@ -11,7 +11,7 @@ from aiohttp import web
 from apothic.control import keys
 from apothic.control.dicts import NamedDict, watch_event, wire_entry
 from apothic.control.middlewares import account_of
-from apothic.control.routes._body import field, json_body, json_response
+from apothic.control.routes._body import field, json_body, json_response, path_name
 from apothic.control.routes.streams import replay_then_follow
 from apothic.exception import MalformedRequestError
 
@@ -31,7 +31,7 @@ def _b64(body: dict[str, Any], name: str, *, required: bool = True) -> bytes | N
 
 
 def _dict(request: web.Request) -> NamedDict:
-    return request.app[keys.DICTS].find(account_of(request), request.match_info["dict"])
+    return request.app[keys.DICTS].find(account_of(request), path_name(request, "dict"))
 
 
 def _number(body: dict[str, Any], name: str, default: float) -> float:
@@ -54,8 +54,8 @@ async def list_dicts(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/dicts/{dict}")
 async def delete_dict(request: web.Request) -> web.Response:
-    await request.app[keys.DICTS].delete(account_of(request), request.match_info["dict"])
-    return json_response({"deleted": request.match_info["dict"]})
+    await request.app[keys.DICTS].delete(account_of(request), path_name(request, "dict"))
+    return json_response({"deleted": path_name(request, "dict")})
 
 
 @routes.post("/v1/dicts/{dict}/get")

@@ -10,7 +10,7 @@ from apothic import _wire
 from apothic.control import keys
 from apothic.control.middlewares import account_of
 from apothic.control.queues import DEFAULT_PARTITION, Item, NamedQueue
-from apothic.control.routes._body import field, float_param, json_body, json_response
+from apothic.control.routes._body import field, float_param, json_body, json_response, path_name
 from apothic.control.routes.streams import replay_then_follow
 from apothic.exception import MalformedRequestError
 
@@ -20,7 +20,7 @@ _LONG_POLL_MAX_S = 55.0
 
 
 def _queue(request: web.Request) -> NamedQueue:
-    return request.app[keys.QUEUES].find(account_of(request), request.match_info["queue"])
+    return request.app[keys.QUEUES].find(account_of(request), path_name(request, "queue"))
 
 
 def _partition(request: web.Request) -> str:
@@ -98,8 +98,8 @@ async def list_queues(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/queues/{queue}")
 async def delete_queue(request: web.Request) -> web.Response:
-    await request.app[keys.QUEUES].delete(account_of(request), request.match_info["queue"])
-    return json_response({"deleted": request.match_info["queue"]})
+    await request.app[keys.QUEUES].delete(account_of(request), path_name(request, "queue"))
+    return json_response({"deleted": path_name(request, "queue")})
 
 
 @routes.post("/v1/queues/{queue}/items")
