@@ -100,3 +100,45 @@ def test_control_plane_sigkill_keeps_every_acknowledged_call(tmp_path: Path) -> 
         servers.stop(home, info["pid"])
     state = orjson.loads((home / "server.json").read_bytes()) if (home / "server.json").exists() else {}
     assert state.get("pid") != info["pid"]
+
+
+_FINISHER = """
+import sys, time, apothic
+sys.path.insert(0, {root!r})
+from tests.e2e.apps import basic
+basic.app.deploy()
+for i in range(20):
+    call = basic.shout.spawn(f"hello {{i}}")
+    call.get(timeout=60)
+    print(call.object_id, flush=True)
+"""
+
+_INSPECTOR = """
+import sys, apothic
+for job_id in sys.argv[1:]:
+    job = apothic.Job.from_id(job_id)
+    print(job.status(), job.attempts(), "shouting hello" in job.logs())
+"""
+
+
+def test_finished_calls_stay_finished_after_a_restart(tmp_path: Path) -> None:
+    """Calls that finished read back succeeded, run once, with their logs, after their rows were
+    checkpointed, the control plane SIGKILLed and restarted: nothing finished runs again."""
+    home = tmp_path / "home"
+    info = servers.start(home)
+    env = servers.env_for(home)
+    try:
+        run = subprocess.run([sys.executable, "-c", _FINISHER.format(root=str(ROOT))], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        finished = run.stdout.split()
+        time.sleep(0.5)  # past the checkpoint: the rows are in SurrealDB, not only in the journal
+        os.kill(info["pid"], signal.SIGKILL)
+        assert servers.wait_dead(info["pid"])
+        info = servers.start(home)
+        seen = subprocess.run([sys.executable, "-c", _INSPECTOR, *finished], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert seen.returncode == 0, seen.stderr
+        assert seen.stdout.splitlines() == ["succeeded 1 True"] * len(finished)
+    finally:
+        servers.stop(home, info["pid"])
