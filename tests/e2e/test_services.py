@@ -7,6 +7,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,25 @@ def test_idle_container_scales_down_and_the_next_request_cold_starts(running) ->
 
     first, again, later = http(check)
     assert first == again != later
+
+
+def test_a_scaled_down_asgi_app_runs_its_lifespan_shutdown(running) -> None:
+    """The agent stops an idle container with SIGTERM; the app's lifespan shutdown runs before
+    it exits (it was killed outright, shutdown handlers never ran)."""
+    async def check(s: aiohttp.ClientSession) -> str:
+        async with s.get(running.with_lifespan.get_web_url().rstrip("/") + "/marker") as r:
+            assert r.status == 200
+            return (await r.json())["path"]
+
+    marker = Path(http(check))
+    try:
+        deadline = time.monotonic() + 15  # scaledown_window=1, then the scheduler's next tick
+        while "shutdown" not in marker.read_text():
+            assert time.monotonic() < deadline, marker.read_text()
+            time.sleep(0.2)
+        assert marker.read_text().split() == ["startup", "shutdown"]
+    finally:
+        marker.unlink(missing_ok=True)
 
 
 def test_error_shapes_404_502_504(running, server: dict) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import signal
 import socket
 import sys
 import threading
@@ -39,6 +40,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+# What a stopping container spends, within the agent's 3 s grace before SIGKILL: requests in
+# flight may finish, then the app's lifespan shutdown runs.
+_DRAIN_S = 1.0
+_SHUTDOWN_S = 1.5
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te",
                          "trailer", "proxy-authenticate", "proxy-authorization"})
 
@@ -305,34 +310,60 @@ async def build_app(fn: Callable[..., Any], spec: dict[str, Any], pool: ThreadPo
     return built
 
 
-async def _lifespan_startup(app: ASGIApp) -> dict[str, Any]:
-    """Runs the app's lifespan startup if it has one (FastAPI/Starlette do); returns its state."""
-    state: dict[str, Any] = {}
-    inbox: asyncio.Queue[Message] = asyncio.Queue()
-    started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    inbox.put_nowait({"type": "lifespan.startup"})
+class _Lifespan:
+    """The app's lifespan (FastAPI and Starlette have one): startup before the first request,
+    shutdown when the container stops (SIGTERM from the agent, or its socket closed)."""
 
-    async def send(message: Message) -> None:
-        if message["type"] == "lifespan.startup.complete" and not started.done():
-            started.set_result(None)
-        elif message["type"] == "lifespan.startup.failed" and not started.done():
-            started.set_exception(RuntimeError(f"lifespan startup failed: {message.get('message', '')}"))
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.state: dict[str, Any] = {}
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._started: asyncio.Future[None] | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._supported = False
 
-    async def run() -> None:
+    async def startup(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._started, self._stopped = loop.create_future(), loop.create_future()
+        self._inbox.put_nowait({"type": "lifespan.startup"})
+        self._task = asyncio.create_task(self._run())
+        await self._started
+
+    async def _send(self, message: Message) -> None:
+        kind = message["type"]
+        for done, ok, failed in ((self._started, "lifespan.startup.complete", "lifespan.startup.failed"),
+                                 (self._stopped, "lifespan.shutdown.complete", "lifespan.shutdown.failed")):
+            if done is None or done.done():
+                continue
+            if kind == ok:
+                self._supported = True
+                done.set_result(None)
+            elif kind == failed:
+                done.set_exception(RuntimeError(f"lifespan {kind.split('.')[1]} failed: {message.get('message', '')}"))
+
+    async def _run(self) -> None:
         try:
-            await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": state}, inbox.get, send)
+            await self.app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": self.state}, self._inbox.get,
+                           self._send)
         except Exception:
             pass  # an app without lifespan support raises on the scope: that is allowed
-        if not started.done():
-            started.set_result(None)
+        for done in (self._started, self._stopped):
+            if done is not None and not done.done():
+                done.set_result(None)
 
-    task = asyncio.create_task(run())
-    await started
-    _keep.add(task)  # it waits for a shutdown that, with SIGKILL, never comes
-    return state
-
-
-_keep: set[asyncio.Task[None]] = set()
+    async def shutdown(self, timeout: float) -> None:
+        """Runs the app's shutdown handlers, for at most `timeout` seconds; their failure is
+        printed to the container's log."""
+        if not self._supported or self._stopped is None or self._stopped.done():
+            return
+        self._inbox.put_nowait({"type": "lifespan.shutdown"})
+        try:
+            await asyncio.wait_for(asyncio.shield(self._stopped), timeout)
+        except TimeoutError:
+            print(f"lifespan shutdown did not finish within {timeout:g} s", file=sys.stderr)
+        except Exception as e:
+            print(e, file=sys.stderr)
 
 
 # ---- serving streams -----------------------------------------------------------------------
@@ -503,13 +534,37 @@ async def _main(sock: socket.socket, leftover: bytes, fn: Callable[..., Any], sp
     loop.set_default_executor(pool)
     try:
         app = await build_app(fn, spec, pool)
-        state = await _lifespan_startup(app)
+        lifespan = _Lifespan(app)
+        await lifespan.startup()
     except BaseException as e:
         link.send({"t": "load_failed", "error": "".join(traceback.format_exception(e))})
         await writer.drain()
         return
-    runtime = Runtime(link, app, state)
+    runtime = Runtime(link, app, lifespan.state)
     link.send({"t": "ready"})
+    # SIGTERM (the agent stopping this container: scaledown, redeploy, shutdown) ends the serving
+    # loop as a closed socket does; either way the app's lifespan shutdown then runs, within the
+    # agent's grace before SIGKILL.
+    serving = asyncio.create_task(_read_frames(reader, writer, runtime, leftover))
+    loop.add_signal_handler(signal.SIGTERM, serving.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await serving
+    await _drain(runtime, _DRAIN_S)
+    await lifespan.shutdown(_SHUTDOWN_S)
+    link.flush()
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+
+
+async def _drain(runtime: Runtime, timeout: float) -> None:
+    """Lets requests in flight finish, for at most `timeout` seconds."""
+    tasks = [s.task for s in runtime.streams.values() if s.task is not None]
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)
+
+
+async def _read_frames(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, runtime: Runtime,
+                       leftover: bytes) -> None:
     buffer = leftover
     while True:
         while len(buffer) >= 4 and len(buffer) >= 4 + (size := int.from_bytes(buffer[:4], "big")):

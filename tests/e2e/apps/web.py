@@ -119,6 +119,38 @@ def streaming():
     return _streaming_app()
 
 
+def _lifespan_marker() -> str:
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), f"apothic-lifespan-{os.getpid()}.log")
+
+
+@app.function(scaledown_window=1)
+@apothic.asgi_app()
+def with_lifespan():
+    """Writes to a marker file at lifespan startup and, after an await, at shutdown."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+
+    @asynccontextmanager
+    async def lifespan(api):
+        with open(_lifespan_marker(), "a") as f:
+            f.write("startup\n")
+        yield
+        await asyncio.sleep(0.1)
+        with open(_lifespan_marker(), "a") as f:
+            f.write("shutdown\n")
+
+    api = FastAPI(lifespan=lifespan)
+
+    @api.get("/marker")
+    async def marker():
+        return {"path": _lifespan_marker()}
+
+    return api
+
+
 @app.function()
 @apothic.wsgi_app()
 def classic():
