@@ -220,3 +220,14 @@ def test_no_match_message_names_the_filter_and_the_nearest_offers() -> None:
         '77 (vast, RTX 4090, $0.4/h) failed gpu "A100" (was "RTX 4090"), gpu_count gte 2 (was 1)'
     )
     assert no_match_message("train", f, []).endswith("gpu_count gte 2; no offers to compare")
+
+
+def test_filters_compiled_from_options_are_bounded() -> None:
+    """Sandbox requirements are compiled under a key made of their options; a stream of distinct
+    ones must not grow the cache without end (function filters are forgotten with the function)."""
+    from apothic.control import placement
+
+    placer = placement.Placer()
+    for memory in range(placement._MAX_FILTERS + 10):
+        placer._compiled(f"{placement.BY_OPTIONS}{memory}", {"cpu": 1.0, "memory": memory + 1, "placements": None})
+    assert len(placer._filters) <= placement._MAX_FILTERS

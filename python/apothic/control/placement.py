@@ -48,6 +48,10 @@ def worker_offer(worker: WorkerHandle) -> dict[str, Any]:
     return offer_row(worker.capacity, offer_id=worker.id, provider=worker.provider)
 
 
+_MAX_FILTERS = 4096
+BY_OPTIONS = "sandbox:"  # the prefix of filter keys made from options rather than a function id
+
+
 class Placer:
     """Compiled requirements per function and the offer table of connected workers."""
 
@@ -62,6 +66,11 @@ class Placer:
     def _compiled(self, key: str, options: dict[str, Any]) -> list[OfferFilter]:
         found = self._filters.get(key)
         if found is None:
+            if len(self._filters) >= _MAX_FILTERS:
+                # Functions' filters go with them (forget); others are keyed by their options
+                # (every distinct sandbox requirement), so they are dropped and compiled again.
+                for other in [k for k in self._filters if k.startswith(BY_OPTIONS)]:
+                    del self._filters[other]
             found = self._filters[key] = compile_requirements(options)
         return found
 

@@ -33,7 +33,7 @@ import orjson
 from apothic import _ids
 from apothic._bridge.session import REFUSED, SANDBOX_HEADERS, SessionStream
 from apothic.control.model import WorkerHandle
-from apothic.control.placement import Placer
+from apothic.control.placement import BY_OPTIONS, Placer
 from apothic.control.store.sandboxes import SandboxStore
 from apothic.exception import (
     ConflictError,
@@ -229,7 +229,7 @@ class SandboxManager:
         waits a while for one to connect (the local provider starts agents on demand). Sandboxes
         run on connected workers only: renting a host for one is not done (yet)."""
         options = {"cpu": spec.get("cpu"), "memory": spec.get("memory"), "placements": spec.get("placements")}
-        key = "sandbox:" + orjson.dumps(options, option=orjson.OPT_SORT_KEYS).decode()
+        key = BY_OPTIONS + orjson.dumps(options, option=orjson.OPT_SORT_KEYS).decode()
         deadline = time.monotonic() + _WORKER_WAIT_S
         while True:
             workers = self._workers()
