@@ -350,3 +350,37 @@ def test_named_instance_survives_a_control_plane_restart(tmp_path: Path, markers
         assert _in_another_process(_ATTACH, home) == ["7", "7", "cls.instance_conflict"]
     finally:
         servers.stop(home, info["pid"])
+
+
+_VARIANTS = """
+import sys, time, apothic
+sys.path.insert(0, {root!r})
+from tests.e2e.apps import classes
+classes.app.deploy()
+handle = classes.Counter(start=7)
+print(handle.state.remote()["value"], handle.object_id, flush=True)
+time.sleep({wait})  # scaledown_window=1, then the variant idles past APOTHIC_VARIANT_IDLE_S
+fresh = classes.Counter(start=7)  # the same parameters find the retired variant's row
+print(fresh.state.remote()["value"], fresh.object_id == handle.object_id, flush=True)
+time.sleep({wait})
+print(handle.state.remote()["value"], flush=True)  # a call to a retired variant's id brings it back
+"""
+
+
+def test_idle_anonymous_variants_leave_memory_and_come_back(tmp_path: Path) -> None:
+    """An anonymous instance's pool idle past APOTHIC_VARIANT_IDLE_S is dropped from the control
+    plane's memory (one per parameter set used would otherwise stay for the deployment's life);
+    a call through an old handle, or the same parameters again, bring the same variant back."""
+    home = tmp_path / "home"
+    info = servers.start(home, APOTHIC_VARIANT_IDLE_S="1")
+    try:
+        run = subprocess.run([sys.executable, "-c", _VARIANTS.format(root=str(ROOT), wait=7.5)],
+                             env=servers.env_for(home, APOTHIC_VARIANT_IDLE_S="1"), capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 0, run.stderr
+        first, second, third = run.stdout.splitlines()
+        assert first.split()[0] == "7" and second.split() == ["7", "True"] and third == "7"
+        retirements = (home / "logs" / "server.log").read_text().split("idle class variants from memory")[1:]
+        assert len(retirements) >= 2 and all(first.split()[1] in r.splitlines()[0] for r in retirements)
+    finally:
+        servers.stop(home, info["pid"])

@@ -10,12 +10,19 @@ held in reserve (FunctionRuntime.slots), and never retries: its calls run in arr
 If a named instance's container dies, the call it was running fails and the scheduler starts a
 new container (min_containers = 1): the instance restarts with its @enter hooks and fresh state.
 
+An anonymous variant with nothing to do (no container, no call queued or running) for
+APOTHIC_VARIANT_IDLE_S (10 minutes) leaves memory: `Model(user=x)` for every user would
+otherwise keep a pool per user for the life of the deployment. Its row stays; its next use
+(the same parameters again, or a call to its id from a handle made earlier) brings it back.
+
 This object belongs to the scheduler's actor: it is reached only from its event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -54,6 +61,10 @@ def template_of(raw: Any) -> dict[str, Any] | None:
     return {"role": "template", "methods": methods, "params": params}
 
 
+def _variant_idle_s() -> float:
+    return float(os.environ.get("APOTHIC_VARIANT_IDLE_S", "600"))
+
+
 def _key(params: dict[str, Any], overrides: dict[str, Any]) -> bytes:
     return orjson.dumps([params, overrides], option=orjson.OPT_SORT_KEYS)
 
@@ -70,6 +81,39 @@ class Instances:
         self.named: dict[tuple[str, str], str] = {}  # (template id, instance name) -> running variant id
         # Variants being written: a second request for the same one waits for the first.
         self._creating: dict[tuple[str, Any], asyncio.Future[FunctionSpec]] = {}
+
+    def retire_idle(self, now: float, busy: set[str]) -> list[str]:
+        """Drops from memory the anonymous variants idle past APOTHIC_VARIANT_IDLE_S; `busy`
+        holds the functions with unfinished calls. Returns the ids retired."""
+        retired = []
+        for key, variant_id in list(self.variants.items()):
+            fn = self.scheduler.functions.get(variant_id)
+            if fn is not None and (fn.containers or len(fn.queue) or variant_id in busy
+                                   or now - fn.last_used < _variant_idle_s()):
+                continue
+            del self.variants[key]
+            if fn is not None:
+                del self.scheduler.functions[variant_id]
+                self.scheduler.placer.forget(variant_id)
+                retired.append(variant_id)
+        return retired
+
+    async def reload(self, function_id: str) -> FunctionRuntime | None:
+        """A retired anonymous variant, back from its row for a call to its id; None if there is
+        no such variant or its class is no longer running."""
+        row = await self.store.get_variant(function_id)
+        if row is None or function_id in self.scheduler.functions:
+            return self.scheduler.functions.get(function_id)
+        spec = FunctionSpec.from_record(row)
+        c = spec.cls or {}
+        if c.get("role") != "variant" or c.get("instance") or c.get("base") not in self.scheduler.functions:
+            return None  # not an anonymous variant, or its class's app is no longer running
+        return self._revive(spec)
+
+    def _revive(self, spec: FunctionSpec) -> FunctionRuntime:
+        fn = self.scheduler.functions[spec.id] = FunctionRuntime.create(spec)
+        self._index(spec)
+        return fn
 
     def restore(self) -> None:
         for fn in self.scheduler.functions.values():
@@ -123,7 +167,14 @@ class Instances:
         options = self._options(template, overrides)
         key = (template_id, _key(resolved, overrides))
         found = self._live(self.variants.get(key))
+        if found is None and key not in self._creating:
+            # Retired while idle: the same parameters get the same pool (and row) back.
+            row = await self.store.find_variant(template_id, key[1].decode())
+            found = self._live(self.variants.get(key))  # made meanwhile?
+            if found is None and row is not None and self.scheduler.functions.get(template_id) is template:
+                found = self._revive(FunctionSpec.from_record(row))
         if found is not None:
+            found.last_used = time.monotonic()
             return found.spec
         return await self._create(template, key, resolved, overrides, options, None)
 
@@ -163,7 +214,8 @@ class Instances:
             id=_ids.new_id("function"), app_id=t.app_id, account=t.account, name=t.name, module=t.module,
             qualname=t.qualname, bundle_hash=t.bundle_hash, options=options,
             cls={"role": "variant", "base": t.id, "methods": t.cls["methods"], "params": params,  # type: ignore[index]
-                 "overrides": overrides, "instance": instance, "status": "running"},
+                 "overrides": overrides, "instance": instance, "status": "running",
+                 "key": None if instance else key[1].decode()},
         )
         future: asyncio.Future[FunctionSpec] = asyncio.get_running_loop().create_future()
         self._creating[key] = future

@@ -131,6 +131,7 @@ class FunctionRuntime:
     queue: QueueEngine
     containers: dict[str, Container] = field(default_factory=dict)
     live: bool = True
+    last_used: float = field(default_factory=time.monotonic)  # its last call (or creation)
 
     @classmethod
     def create(cls, spec: FunctionSpec) -> FunctionRuntime:

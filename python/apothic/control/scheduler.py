@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from apothic.control.capacity import CapacityManager, Rental
 
 log = logging.getLogger("apothic.scheduler")
+_RETIRE_EVERY_S = 5.0  # how often idle class variants are looked for (Instances.retire_idle)
 
 
 class Scheduler:
@@ -59,6 +60,7 @@ class Scheduler:
         self.container_listeners: list[Callable[[str, Container, str], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self.instances = Instances(self)  # class variants and named instances
+        self._next_retire = 0.0
 
     # ---- start-up: rebuild hot state from the store ------------------------------------
     async def restore(self) -> None:
@@ -128,11 +130,12 @@ class Scheduler:
         """Queues calls. With `acknowledge`, their ids are returned only once the jobs are durable;
         a caller that waits for the result instead (`remote()`) is promised nothing until then,
         so its job record is written behind and lands with, or before, the result."""
-        fn = self.functions.get(function_id)
+        fn = self.functions.get(function_id) or await self.instances.reload(function_id)
         if fn is None or fn.spec.account != account:
             raise NotFoundError(f"function {function_id} is not running or deployed", code="function.not_found")
         if fn.spec.cls is not None:
             self.instances.check_callable(fn)
+        fn.last_used = time.monotonic()
         now = time.time()
         jobs, records, events = [], [], []
         for payload in payloads:
@@ -597,6 +600,11 @@ class Scheduler:
     # ---- the periodic tick -------------------------------------------------------------
     async def tick(self) -> None:
         now = time.monotonic()
+        if now >= self._next_retire:
+            self._next_retire = now + _RETIRE_EVERY_S
+            busy = {j.function_id for j in self.jobs.values() if j.status not in TERMINAL}
+            if retired := self.instances.retire_idle(now, busy):
+                log.info("retired %d idle class variants from memory: %s", len(retired), ", ".join(retired))
         for fn in list(self.functions.values()):
             if fn.queue.in_flight():
                 self._on_expired(fn, fn.queue.expire())
