@@ -267,21 +267,21 @@ def _find_endpoint() -> tuple[str, str]:
 
 async def get_client() -> Client:
     """The client of the running loop: the SDK loop's, or one for a caller's own loop."""
-    global _client
     loop = asyncio.get_running_loop()
+    client = _loop_clients.get(loop)
+    return client if client is not None else await _new_client(loop)
+
+
+async def _new_client(loop: asyncio.AbstractEventLoop) -> Client:
+    global _client
     from apothic import _loop
 
-    if loop is _loop._loop:
-        if _client is None:
-            url, key = _endpoint or await loop.run_in_executor(None, _find_endpoint)
-            if _client is None:
-                _client = Client(url, key)
-        return _client
+    url, key = _endpoint or await loop.run_in_executor(None, _find_endpoint)
     client = _loop_clients.get(loop)
     if client is None:
-        url, key = _endpoint or await loop.run_in_executor(None, _find_endpoint)
-        client = _loop_clients.get(loop)
-        if client is None:
-            client = _loop_clients[loop] = Client(url, key)
+        client = _loop_clients[loop] = Client(url, key)
+        if loop is _loop._loop:
+            _client = client  # closed at exit (the SDK loop runs until the process ends)
+        else:
             await client.close_with_loop()
     return client

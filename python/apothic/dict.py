@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import pickle
 import secrets
 import threading
 from collections.abc import Iterator, Mapping
@@ -36,7 +37,12 @@ def decode_key(raw: bytes) -> Any:
     return raw[1:].decode() if raw[:1] == b"s" else cloudpickle.loads(raw[1:])
 
 
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+
+
 def _dump(value: Any) -> bytes:
+    if type(value) in _PLAIN:  # pickled alike by either; cloudpickle's Pickler costs more to set up
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     try:
         return cloudpickle.dumps(value)
     except Exception as e:
@@ -239,6 +245,7 @@ class Dict:
         self.name = name
         self._create = create_if_missing
         self._ready = False
+        self._path = f"/v1/dicts/{quote(name, safe='')}"
 
     def __repr__(self) -> str:
         return f"Dict({self.name!r})"
@@ -265,7 +272,7 @@ class Dict:
         if not self._ready:
             await client.json("POST", "/v1/dicts", json={"name": self.name, "create_if_missing": self._create})
             self._ready = True
-        return client, f"/v1/dicts/{quote(self.name, safe='')}"
+        return client, self._path
 
     async def _call(self, verb: str, body: dict[str, Any]) -> dict[str, Any]:
         client, path = await self._client()

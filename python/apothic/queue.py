@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import pickle
 import queue as std_queue
 import secrets
 import time
@@ -24,7 +25,12 @@ _WAIT_S = 50.0
 _DEFAULT_PARTITION_TTL = 86400
 
 
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+
+
 def _dump(value: Any) -> bytes:
+    if type(value) in _PLAIN:  # pickled alike by either; cloudpickle's Pickler costs more to set up
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     try:
         return cloudpickle.dumps(value)
     except Exception as e:
@@ -120,6 +126,7 @@ class Queue:
         self._max_deliveries = max_deliveries
         self._dead_letter = dead_letter
         self._ready = False
+        self._path = f"/v1/queues/{quote(name, safe='')}"
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r})"
@@ -150,7 +157,7 @@ class Queue:
                 "name": self.name, "create_if_missing": self._create, "max_deliveries": self._max_deliveries,
                 "dead_letter": self._dead_letter})
             self._ready = True
-        return client, f"/v1/queues/{quote(self.name, safe='')}"
+        return client, self._path
 
     @dual_inline
     async def hydrate(self) -> Queue:
