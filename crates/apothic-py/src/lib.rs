@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod clock;
 mod dict;
 mod errors;
+mod journal;
 mod placement;
 mod queue;
 mod session;
@@ -15,6 +16,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     queue::register(m)?;
     dict::register(m)?;
+    journal::register(m)?;
     placement::register(m)?;
     session::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

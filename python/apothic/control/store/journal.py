@@ -39,6 +39,12 @@ class Journal:
         self._number = numbers[-1] if numbers else 0
         self._fd = os.open(self._segment(self._number), os.O_RDWR | os.O_CREAT, 0o600)
         self.size = 0
+        self.generation = 0  # bumped whenever appends move to another file (or a truncated one)
+
+    @property
+    def current(self) -> Path:
+        """The segment appends go to."""
+        return self._segment(self._number)
 
     def _segment(self, number: int) -> Path:
         return self.path if number == 0 else self.path.with_name(f"{self.path.stem}.{number}{self.path.suffix}")
@@ -87,6 +93,7 @@ class Journal:
         self._number += 1
         self._fd = os.open(self._segment(self._number), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         self.size = 0
+        self.generation += 1
         _sync_dir(self.path.parent)  # the new file must still be there after a crash
 
     def release(self, applied_seq: int) -> None:
@@ -109,6 +116,7 @@ class Journal:
         os.fsync(self._fd)
         _sync_dir(self.path.parent)
         self.size = 0
+        self.generation += 1
 
     def close(self) -> None:
         os.close(self._fd)
