@@ -265,6 +265,18 @@ def _find_endpoint() -> tuple[str, str]:
         return _endpoint
 
 
+def swap(state: tuple[Any, ...] | None = None) -> tuple[Any, ...]:
+    """Replaces this process's endpoint and clients with `state` (None: none, so the next call
+    finds them again) and returns the ones it had. For a process that must talk to another
+    control plane for a while, as tests do."""
+    global _client, _endpoint
+    had = (_endpoint, _client, dict(_loop_clients))
+    _endpoint, _client, clients = state if state is not None else (None, None, {})
+    _loop_clients.clear()
+    _loop_clients.update(clients)
+    return had
+
+
 async def get_client() -> Client:
     """The client of the running loop: the SDK loop's, or one for a caller's own loop."""
     loop = asyncio.get_running_loop()

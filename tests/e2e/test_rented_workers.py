@@ -30,11 +30,11 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def _sdk_env(home: Path) -> Iterator[None]:
     """Points this process's SDK at the test's own control plane, then puts everything back:
-    the environment and the process's one client (which the session's server may hold)."""
+    the environment and the process's endpoint and clients (the session's server's)."""
     wanted = servers.env_for(home)
     names = ("APOTHIC_HOME", "APOTHIC_SERVER_URL", "APOTHIC_API_KEY")
     saved = {k: os.environ.get(k) for k in names}
-    saved_client, _client._client = _client._client, None
+    saved_clients = _client.swap()
     for k in names:
         os.environ.pop(k, None)
         if k in wanted:
@@ -42,7 +42,7 @@ def _sdk_env(home: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        ours, _client._client = _client._client, saved_client
+        _, ours, _ = _client.swap(saved_clients)
         if ours is not None:
             with contextlib.suppress(Exception):
                 _loop.run(ours.close())
