@@ -71,16 +71,27 @@ def _create(seq: int, v: int) -> bytes:
     return Journal.encode((seq, "CREATE t CONTENT {v: $v}", {"v": v}))
 
 
-def test_records_in_sealed_segments_are_replayed_in_order_after_a_crash(tmp_path: Path) -> None:
-    async def first_run() -> int:
-        db = _db(tmp_path)
-        await db.open()
-        await db.write("CREATE t CONTENT {v: $v}", {"v": 0})
-        seq = db._seq
-        await db.close()
-        return seq
+async def _write_one_and_close(tmp_path: Path) -> int:
+    """A store holding v=0; returns the journal position it reached."""
+    db = _db(tmp_path)
+    await db.open()
+    await db.write("CREATE t CONTENT {v: $v}", {"v": 0})
+    seq = db._seq
+    await db.close()
+    return seq
 
-    seq = asyncio.run(first_run())
+
+async def _reopened_values(tmp_path: Path) -> list[int]:
+    db = _db(tmp_path)
+    await db.open()
+    try:
+        return await _values(db)
+    finally:
+        await db.close()
+
+
+def test_records_in_sealed_segments_are_replayed_in_order_after_a_crash(tmp_path: Path) -> None:
+    seq = asyncio.run(_write_one_and_close(tmp_path))
     # A crash with three segments on disk, none checkpointed: two sealed, the last torn.
     journal = Journal(tmp_path / "journal.log")
     journal.read_all()
@@ -93,15 +104,7 @@ def test_records_in_sealed_segments_are_replayed_in_order_after_a_crash(tmp_path
     journal.close()
     assert sorted(p.name for p in tmp_path.glob("journal*.log")) == ["journal.1.log", "journal.2.log", "journal.log"]
 
-    async def second_run() -> list[int]:
-        db = _db(tmp_path)
-        await db.open()
-        try:
-            return await _values(db)
-        finally:
-            await db.close()
-
-    assert asyncio.run(second_run()) == [0, 1, 2, 3, 4]
+    assert asyncio.run(_reopened_values(tmp_path)) == [0, 1, 2, 3, 4]
     assert [p.name for p in tmp_path.glob("journal*.log")] == ["journal.log"]  # replayed, then emptied
 
 
@@ -150,12 +153,4 @@ def test_writes_through_the_sync_thread_are_durable_and_in_order(tmp_path: Path,
 
     assert asyncio.run(first_run()) >= 3
 
-    async def second_run() -> list[int]:
-        db = _db(tmp_path)
-        await db.open()
-        try:
-            return await _values(db)
-        finally:
-            await db.close()
-
-    assert asyncio.run(second_run()) == list(range(100))
+    assert asyncio.run(_reopened_values(tmp_path)) == list(range(100))
