@@ -346,15 +346,8 @@ class SandboxManager:
         live, proc = await self._process(account, sandbox_id, proc_id)
         pipe = proc.pipes[fd]
         self._consume(live, proc, fd, offset)
-        deadline = time.monotonic() + wait
         min_bytes = min(max(1, min_bytes), MAX_READ_BYTES)
-        while len(pipe.data) < min_bytes and not pipe.eof and live.running:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            proc.changed.clear()
-            with contextlib.suppress(builtins.TimeoutError):
-                await asyncio.wait_for(proc.changed.wait(), left)
+        await _until(proc, wait, lambda: len(pipe.data) >= min_bytes or pipe.eof or not live.running)
         # A sandbox that ended took its processes with it: their streams end there.
         eof = pipe.eof or (not live.running and not len(pipe.data))
         return pipe.start, eof, bytes(pipe.data[:MAX_READ_BYTES])
@@ -389,16 +382,11 @@ class SandboxManager:
     async def _stdin_stream(self, live: _Live, proc: _Process) -> SessionStream | None:
         """The process's fd 1 stream; the agent opens it before it answers the exec, but the
         stream's opening and the answer travel apart, so it may arrive just after."""
-        deadline = time.monotonic() + _REQUEST_TIMEOUT_S
-        while (stream := proc.pipes[1].stream) is None and live.running and proc.returncode is None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise Error(f"worker {live.worker.id} opened no stream for process {proc.id} within "
-                            f"{_REQUEST_TIMEOUT_S:g} s", code="sandbox.terminated")
-            proc.changed.clear()
-            with contextlib.suppress(builtins.TimeoutError):
-                await asyncio.wait_for(proc.changed.wait(), left)
-        return stream
+        if not await _until(proc, _REQUEST_TIMEOUT_S, lambda: proc.pipes[1].stream is not None or not live.running
+                            or proc.returncode is not None):
+            raise Error(f"worker {live.worker.id} opened no stream for process {proc.id} within "
+                        f"{_REQUEST_TIMEOUT_S:g} s", code="sandbox.terminated")
+        return proc.pipes[1].stream
 
     @staticmethod
     def _close_stdin(proc: _Process) -> None:
@@ -410,14 +398,7 @@ class SandboxManager:
 
     async def wait_process(self, account: str, sandbox_id: str, proc_id: str, wait: float) -> dict[str, Any]:
         live, proc = await self._process(account, sandbox_id, proc_id)
-        deadline = time.monotonic() + wait
-        while proc.returncode is None and live.running:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            proc.changed.clear()
-            with contextlib.suppress(builtins.TimeoutError):
-                await asyncio.wait_for(proc.changed.wait(), left)
+        await _until(proc, wait, lambda: proc.returncode is not None or not live.running)
         if proc.returncode is None and not live.running:
             raise SandboxTerminatedError(f"sandbox {sandbox_id} ended before process {proc_id} did "
                                          f"({_ending(live.record)})")
@@ -464,14 +445,7 @@ class SandboxManager:
         the control stream and the output its own streams, so the exit may arrive first, and a
         reader that waited for the exit must then find all of the output. A stream whose last
         bytes wait for a reader (a killed process with unread output) is waited for only a while."""
-        deadline = time.monotonic() + _EXIT_GRACE_S
-        while not all(p.eof for p in proc.pipes.values()) and live.running:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            proc.changed.clear()
-            with contextlib.suppress(builtins.TimeoutError):
-                await asyncio.wait_for(proc.changed.wait(), left)
+        await _until(proc, _EXIT_GRACE_S, lambda: all(p.eof for p in proc.pipes.values()) or not live.running)
         proc.returncode = header.get("returncode")
         proc.timed_out = bool(header.get("timed_out"))
         proc.changed.set()
@@ -520,6 +494,20 @@ class SandboxManager:
                                   reason=f"its worker {worker_id} disconnected"))
 
 
+
+
+async def _until(proc: _Process, timeout: float, done: Callable[[], bool]) -> bool:
+    """Waits until `done()` holds, looking again each time the process changes, for at most
+    `timeout` seconds; whether it held."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        proc.changed.clear()
+        with contextlib.suppress(builtins.TimeoutError):
+            await asyncio.wait_for(proc.changed.wait(), left)
+    return True
 
 
 def _ending(record: dict[str, Any]) -> str:
