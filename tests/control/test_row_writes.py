@@ -122,3 +122,42 @@ def test_a_row_written_by_sql_and_by_row_operations_in_one_checkpoint_survives_a
 
     asyncio.run(first_run())
     assert asyncio.run(second_run()) == ({"d": {"rev": 3}}, [1])
+
+
+def test_the_checkpoint_folds_rewrites_over_its_lag_and_starts_early_on_a_backlog(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """Rewrites of one row within the lag reach SurrealDB as one write; a backlog of
+    `_CHECKPOINT_EARLY` records starts the checkpoint without waiting for the lag."""
+    from apothic.control.store import db as db_module
+
+    monkeypatch.setattr(db_module, "_CHECKPOINT_LAG_S", 30.0)
+    monkeypatch.setattr(db_module, "_CHECKPOINT_EARLY", 50)
+    statements: list[str] = []
+
+    async def run() -> int:
+        db = _db(tmp_path)
+        await db.open()
+        execute = db._execute
+
+        async def counting(sql: str, variables: dict[str, Any], *, read: bool = False) -> dict[str, Any]:
+            if not read:
+                statements.append(sql)
+            return await execute(sql, variables, read=read)
+
+        db._execute = counting  # type: ignore[method-assign]
+        try:
+            for v in range(49):  # under the backlog: nothing is checkpointed within the 30 s lag
+                await db.write_rows([("upsert", "item", "a", {"id": "a", "v": v})])
+            await asyncio.sleep(0.3)
+            assert statements == []
+            await db.write_rows([("upsert", "item", "a", {"id": "a", "v": 49})])  # the 50th record
+            for _ in range(100):
+                if statements:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(statements) == 1 and statements[0].count("UPSERT type::thing('item'") == 1
+            return (await _rows(db))["a"]["v"]
+        finally:
+            await db.close()
+
+    assert asyncio.run(run()) == 49

@@ -10,8 +10,11 @@ own and everyone's acknowledged writes.
 Hot paths (queue items, dict entries) write row operations instead of SQL (`write_rows`): the
 checkpoint folds every operation on one row within its batch into one, so an item put, claimed
 and acked before its checkpoint costs SurrealDB nothing, and each table's rows go in one
-statement. The checkpoint lags by up to `_CHECKPOINT_LAG_S` to let that folding happen, and
-catches up at once when a reader waits for it.
+statement. The checkpoint lags by up to `_CHECKPOINT_LAG_S` to let that folding happen, starts
+early once `_CHECKPOINT_EARLY` records wait, and catches up at once when a reader waits for it.
+The lag costs nothing in durability (the journal holds every acknowledged write) and bounds the
+replay after a crash; measured with 32 clients rewriting 3,200 dict keys, a 1 s lag instead of
+50 ms cut SurrealDB's CPU per write by about 60%, as every key's rewrites folded into one.
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ log = logging.getLogger("apothic.store")
 
 _VAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _MAX_BATCH = 512
-_MAX_CHECKPOINT = 8192  # row operations fold, so a checkpoint may take many records
-_CHECKPOINT_LAG_S = 0.05
-_INLINE_SYNC_S = 0.001  # journal syncs faster than this run on the loop itself (see _append)
+_MAX_CHECKPOINT = 32768  # row operations fold, so a checkpoint may take many records
+_CHECKPOINT_LAG_S = 1.0
+_CHECKPOINT_EARLY = 16384  # records waiting that start a checkpoint before the lag is up
+_INLINE_SYNC_S = 0.001  # a lone write whose sync is faster than this syncs on the loop (see _append)
 ROWS = "-- rows"  # the sql of a write_rows record; its vars hold {"ops": [RowOp, ...]}
 _NOTHING = "RETURN NONE"  # the sql of a write that only waits for the journal (sync)
 _LAZY_FLUSH_S = 0.02
@@ -141,7 +145,8 @@ class Database:
         self._seq = 0  # last sequence number journaled
         self._applied = 0  # last sequence number SurrealDB holds
         self._applied_changed = asyncio.Event()
-        self._hurry = asyncio.Event()  # a reader waits for the checkpoint: no lag
+        self._hurry = asyncio.Event()  # a reader waits for the checkpoint, or many records do: no lag
+        self._waiting = 0  # journaled records the checkpoint has not taken yet
         self._sync_s = 0.0  # recent journal append+sync time (see _append)
 
     async def open(self) -> None:
@@ -160,8 +165,8 @@ class Database:
         records = [r for r in self._journal.read_all() if r[0] > self._applied]
         if self.url.startswith("mem://"):
             records = []  # a fresh in-memory store: an earlier run's journal belongs to no one
-        for start in range(0, len(records), _MAX_BATCH):
-            await self._apply(records[start : start + _MAX_BATCH])
+        for start in range(0, len(records), _MAX_CHECKPOINT):
+            await self._apply(records[start : start + _MAX_CHECKPOINT])
         if records:
             log.info("replayed %d journaled writes into the store", len(records))
         self._seq = self._applied
@@ -243,7 +248,7 @@ class Database:
                 records.append((self._seq, w.sql, w.vars))
             try:
                 data = b"".join([Journal.encode(r) for r in records])
-                await self._append(data)
+                await self._append(data, len(batch))
                 error: BaseException | None = None
             except Exception as e:  # unpicklable vars or a failing disk: nothing was acknowledged
                 log.exception("journal append failed")
@@ -258,16 +263,22 @@ class Database:
                 self._pending.task_done()
             if error is None:
                 self._to_apply.put_nowait(records)
+                self._waiting += len(records)
+                if self._waiting >= _CHECKPOINT_EARLY:
+                    self._hurry.set()
 
-    async def _append(self, data: bytes) -> None:
-        """Appends and syncs one batch, in place when syncs are fast, else on the sync thread.
+    async def _append(self, data: bytes, writes: int) -> None:
+        """Appends and syncs one batch: a lone write in place when syncs are fast, anything else
+        on the sync thread (Rust, no GIL), so the loop keeps serving meanwhile.
 
-        A 0.35 ms fdatasync handed to a Python thread and back took 1.7 ms at the median under
-        load here (the thread waited for the GIL, then for the loop's turn); in place it blocks
-        the loop no longer than the sync. The sync thread (Rust, no GIL) measured about the same
-        as in place on this disk; a slow disk gets it, so the loop keeps serving meanwhile."""
+        An fdatasync here takes about 0.23 ms and costs its thread about 0.09 ms of CPU. With 32
+        clients, in place it held the loop for every batch; on the thread the loop served the
+        next batch meanwhile (dict writes and queue cycles about 8% faster, in runs with much
+        noise). A lone write has nothing to overlap with and skips the handoff. (A Python thread
+        was no use: handed one and back, a sync took 1.7 ms at the median under load, waiting
+        for the GIL.)"""
         assert self._syncer is not None
-        if self._sync_s < _INLINE_SYNC_S:
+        if self._sync_s < _INLINE_SYNC_S and writes == 1:
             started = time.perf_counter()
             self._journal.append([data])
             took = time.perf_counter() - started
@@ -280,12 +291,15 @@ class Database:
         while True:
             records = await self._to_apply.get()
             if not self._hurry.is_set():
-                # Lag a little so that rows written and removed again meanwhile fold away.
+                # Lag so that rows written again or removed meanwhile fold away.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._hurry.wait(), _CHECKPOINT_LAG_S)
             self._hurry.clear()
             while len(records) < _MAX_CHECKPOINT and not self._to_apply.empty():
                 records.extend(self._to_apply.get_nowait())
+            self._waiting -= len(records)
+            if self._waiting >= _CHECKPOINT_EARLY:
+                self._hurry.set()
             await self._apply(records)
             self._applied = records[-1][0]
             self._applied_changed.set()
