@@ -18,6 +18,7 @@ from typing import Any
 from apothic import _ids, exception
 from apothic._bridge.dict import DictEngine, Entry, Mutation
 from apothic.control.hub import Hub
+from apothic.control.plans import Answer, Plan, json_answer
 from apothic.control.store.dicts import DictStore
 from apothic.exception import InvalidError, NotFoundError
 
@@ -128,20 +129,39 @@ class DictService:
         if m.changes:
             try:
                 await self.store.persist(d.id, m.revision, m.changes)
-            finally:
-                # On a failed write (a failing disk) readers must not wait forever either.
-                d.durable_revision = max(d.durable_revision, m.revision)
-                d.changed.set()
-                d.changed = asyncio.Event()
-            # Watchers hear of a change only once it is durable.
+            except BaseException:
+                self._settle(d, m, durable=False)
+                raise
+            self._settle(d, m, durable=True)
+        return m
+
+    def plan(self, d: NamedDict, m: Mutation, answer: Callable[[], Any]) -> Plan:
+        """A decided mutation as a plan (see plans.py): its rows, then what _commit does after."""
+        if not m.changes:
+            return Plan([], lambda: json_answer(answer()))
+
+        def finish() -> Answer:
+            self._settle(d, m, durable=True)
+            return json_answer(answer())
+
+        return Plan(self.store.rows(d.id, m.revision, m.changes), finish, lambda: self._settle(d, m, durable=False))
+
+    def _settle(self, d: NamedDict, m: Mutation, *, durable: bool) -> None:
+        # After a failed write (a failing disk) too: readers must not wait forever.
+        d.durable_revision = max(d.durable_revision, m.revision)
+        d.changed.set()
+        d.changed = asyncio.Event()
+        if durable:  # watchers hear of a change only once it is durable
             for change in m.changes:
                 if change.kind == "kv" and change.key is not None and not change.key.startswith(SYSTEM_PREFIX):
                     self.hub.publish(f"dict:{d.id}", watch_event(change.revision, change.key, change.entry))
-        return m
+
+    def is_settled(self, d: NamedDict) -> bool:
+        return d.durable_revision >= d.engine.revision()
 
     async def settled(self, d: NamedDict) -> None:
         """Waits until everything the engine has applied is durable (no dirty reads)."""
-        while d.durable_revision < d.engine.revision():
+        while not self.is_settled(d):
             await d.changed.wait()
 
     # ---- reads -------------------------------------------------------------------------
@@ -156,11 +176,17 @@ class DictService:
     # ---- writes ------------------------------------------------------------------------
     async def put(self, d: NamedDict, key: bytes, value: bytes, *, lease: int | None = None,
                   skip_if_exists: bool = False, fence: tuple[bytes, int] | None = None) -> Mutation:
+        return await self._commit(d, self.decide_put(d, key, value, lease=lease, skip_if_exists=skip_if_exists,
+                                                     fence=fence))
+
+    def decide_put(self, d: NamedDict, key: bytes, value: bytes, *, lease: int | None = None,
+                   skip_if_exists: bool = False, fence: tuple[bytes, int] | None = None) -> Mutation:
+        """The engine's put, applied but not yet durable (see _commit and plan)."""
         if len(value) > MAX_VALUE_BYTES:
             raise InvalidError("a dict value is at most 1 MiB pickled")
         if fence is not None:
-            return await self._commit(d, d.engine.put_fenced(key, value, fence[0], fence[1], lease))
-        return await self._commit(d, d.engine.put(key, value, lease, skip_if_exists))
+            return d.engine.put_fenced(key, value, fence[0], fence[1], lease)
+        return d.engine.put(key, value, lease, skip_if_exists)
 
     async def put_many(self, d: NamedDict, items: list[tuple[bytes, bytes]]) -> int:
         mutations = [d.engine.put(k, v) for k, v in items]

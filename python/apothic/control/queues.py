@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from apothic import _ids
 from apothic._bridge.queue import QueueEngine
 from apothic.control.hub import Hub
+from apothic.control.plans import Answer, Plan, answered, json_answer
 from apothic.control.queue_events import RESTART_GAP, EventLog
-from apothic.control.store.queues import QueueStore
+from apothic.control.store.queues import QueueStore, delete_rows, delivery_rows, put_rows
 from apothic.exception import InvalidError, LeaseLostError, NotFoundError, QueueEmptyError
 
 DEFAULT_PARTITION = ""
@@ -175,6 +177,15 @@ class QueueService:
 
     # ---- put ---------------------------------------------------------------------------
     async def put(self, q: NamedQueue, partition: str, payloads: list[bytes]) -> list[str]:
+        items = self._new_items(q, partition, payloads)
+        await self.store.put_items([_row(i) for i in items])  # durable before acknowledged (Q1)
+        return self._added(q, partition, items)
+
+    def plan_put(self, q: NamedQueue, partition: str, payloads: list[bytes]) -> Plan:
+        items = self._new_items(q, partition, payloads)
+        return Plan(put_rows([_row(i) for i in items]), lambda: json_answer({"ids": self._added(q, partition, items)}))
+
+    def _new_items(self, q: NamedQueue, partition: str, payloads: list[bytes]) -> list[Item]:
         if any(len(p) > MAX_ITEM_BYTES for p in payloads):
             raise InvalidError("a queue item is at most 1 MiB pickled")
         now = time.time()
@@ -183,7 +194,10 @@ class QueueService:
             self._seq += 1
             items.append(Item(key=_ids.new_id("queue_item"), queue=q.id, partition=partition, payload=payload,
                               seq=self._seq, put_at=now))
-        await self.store.put_items([_row(i) for i in items])  # durable before acknowledged (Q1)
+        return items
+
+    def _added(self, q: NamedQueue, partition: str, items: list[Item]) -> list[str]:
+        """Durable items become visible."""
         part = q.partition(partition)
         for item in items:
             part.items[part.engine.put(item.key.encode())] = item
@@ -195,19 +209,32 @@ class QueueService:
     async def claim(self, q: NamedQueue, partition: str, *, n: int, lease_s: float, timeout: float,
                     consumer: str | None) -> list[tuple[int, Item, float]]:
         """Up to n visible items, each held for lease_s; waits up to timeout for the first."""
-        if not 0 < lease_s <= MAX_LEASE_S:
-            raise InvalidError(f"lease must be between 0 and {MAX_LEASE_S} seconds")
+        _check_lease(lease_s)
         part = q.partition(partition)
         deadline = time.monotonic() + timeout
         while True:
             taken = self._take(q, part, partition, n, lease_s, consumer)
             if taken:
                 await self.store.count_deliveries({item.key: item.deliveries for _, item, _ in taken})
-                for claim_id, item, expires in taken:
-                    q.events.emit("claimed", item.key, partition, item.deliveries, claim_id=claim_id,
-                                  lease_expires_at=expires, consumer=consumer)
-                return taken
+                return self._claimed(q, partition, taken, consumer)
             await self._wait_visible(q, part, deadline, timeout)
+
+    def plan_claim(self, q: NamedQueue, partition: str, *, n: int, lease_s: float, consumer: str | None,
+                   answer: Callable[[list[tuple[int, Item, float]]], Answer]) -> Plan | None:
+        """Claims visible items at once; None when there are none (claim then waits for one)."""
+        _check_lease(lease_s)
+        taken = self._take(q, q.partition(partition), partition, n, lease_s, consumer)
+        if not taken:
+            return None
+        return Plan(delivery_rows({item.key: item.deliveries for _, item, _ in taken}),
+                    lambda: answer(self._claimed(q, partition, taken, consumer)))
+
+    def _claimed(self, q: NamedQueue, partition: str, taken: list[tuple[int, Item, float]],
+                 consumer: str | None) -> list[tuple[int, Item, float]]:
+        for claim_id, item, expires in taken:
+            q.events.emit("claimed", item.key, partition, item.deliveries, claim_id=claim_id,
+                          lease_expires_at=expires, consumer=consumer)
+        return taken
 
     async def _wait_visible(self, q: NamedQueue, part: Partition, deadline: float, timeout: float) -> None:
         """Waits for a put (getters are woken in arrival order), or until a delayed or leased
@@ -285,11 +312,21 @@ class QueueService:
         return held
 
     async def ack(self, q: NamedQueue, claim_id: int) -> None:
+        plan = self.plan_ack(q, claim_id)
+        if plan.ops:
+            await self.store.db.write_rows(plan.ops)
+        plan.finish()
+
+    def plan_ack(self, q: NamedQueue, claim_id: int) -> Plan:
         if q.settled.get(claim_id) == "acked":
-            return  # a repeated ack of the same claim is fine (Q7)
+            return answered({"acked": True})  # a repeated ack of the same claim is fine (Q7)
         held = self._remove_held(q, claim_id, "acked")
-        await self.store.delete_items([held.item.key])
-        q.events.emit("acked", held.item.key, held.partition, held.item.deliveries, claim_id=claim_id)
+
+        def finish() -> Answer:
+            q.events.emit("acked", held.item.key, held.partition, held.item.deliveries, claim_id=claim_id)
+            return json_answer({"acked": True})
+
+        return Plan(delete_rows([held.item.key]), finish)
 
     async def take(self, q: NamedQueue, partition: str, *, n: int, timeout: float) -> list[Item]:
         """Claim and ack in one step (Modal's get)."""
@@ -299,14 +336,24 @@ class QueueService:
             items = self._pop_visible(q, part, n)
             if items:
                 await self.store.delete_items([i.key for i in items])
-                for item in items:
-                    q.events.emit("taken", item.key, partition, item.deliveries)
-                return items
+                return self._taken(q, partition, items)
             await self._wait_visible(q, part, deadline, timeout)
 
+    def plan_take(self, q: NamedQueue, partition: str, *, n: int,
+                  answer: Callable[[list[Item]], Answer]) -> Plan | None:
+        """Takes visible items at once; None when there are none (take then waits for one)."""
+        items = self._pop_visible(q, q.partition(partition), n)
+        if not items:
+            return None
+        return Plan(delete_rows([i.key for i in items]), lambda: answer(self._taken(q, partition, items)))
+
+    def _taken(self, q: NamedQueue, partition: str, items: list[Item]) -> list[Item]:
+        for item in items:
+            q.events.emit("taken", item.key, partition, item.deliveries)
+        return items
+
     def renew(self, q: NamedQueue, claim_id: int, lease_s: float) -> float:
-        if not 0 < lease_s <= MAX_LEASE_S:
-            raise InvalidError(f"lease must be between 0 and {MAX_LEASE_S} seconds")
+        _check_lease(lease_s)
         held = self._held(q, claim_id)
         try:
             q.partition(held.partition).engine.renew(held.engine_claim, int(lease_s * 1000))
@@ -437,6 +484,11 @@ class QueueService:
             if old is not None:
                 old.wake(len(old.waiters))
         q.held = {cid: h for cid, h in q.held.items() if h.partition not in names}
+
+
+def _check_lease(lease_s: float) -> None:
+    if not 0 < lease_s <= MAX_LEASE_S:
+        raise InvalidError(f"lease must be between 0 and {MAX_LEASE_S} seconds")
 
 
 def _row(item: Item) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -10,7 +11,10 @@ from apothic.exception import MalformedRequestError
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+    return parse_json(await request.read())
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
@@ -32,7 +36,11 @@ def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, req
 
 
 def float_param(request: web.Request, name: str, default: float) -> float:
-    raw = request.query.get(name)
+    return float_query(request.query, name, default)
+
+
+def float_query(query: Mapping[str, str], name: str, default: float) -> float:
+    raw = query.get(name)
     if raw is None:
         return default
     try:
@@ -44,7 +52,11 @@ def float_param(request: web.Request, name: str, default: float) -> float:
 def path_name(request: web.Request, key: str) -> str:
     """A name from the request path, decoded whole. The router leaves %2F and %25 encoded in
     match_info, so a queue named "a/b" (sent as a%2Fb) was looked up as "a%2Fb" and not found."""
-    value: str = request.match_info[key]
+    return match_name(request.match_info, key)
+
+
+def match_name(match: Mapping[str, str], key: str) -> str:
+    value = match[key]
     return unquote(value) if "%" in value else value
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -11,7 +12,9 @@ from aiohttp import web
 from apothic.control import keys
 from apothic.control.dicts import NamedDict, watch_event, wire_entry
 from apothic.control.middlewares import account_of
-from apothic.control.routes._body import field, json_body, json_response, path_name
+from apothic.control.plans import Plan, answered
+from apothic.control.routes._body import field, json_body, json_response, match_name, parse_json, path_name
+from apothic.control.routes._planned import planned
 from apothic.control.routes.streams import replay_then_follow
 from apothic.exception import MalformedRequestError
 
@@ -58,12 +61,24 @@ async def delete_dict(request: web.Request) -> web.Response:
     return json_response({"deleted": path_name(request, "dict")})
 
 
-@routes.post("/v1/dicts/{dict}/get")
-async def get_entry(request: web.Request) -> web.Response:
+async def _get_once_settled(request: web.Request) -> web.Response:
     body = await json_body(request)
     d = _dict(request)
     entry = await request.app[keys.DICTS].get(d, _b64(body, "key"))
     return json_response({"entry": wire_entry(entry), "revision": d.engine.revision()})
+
+
+@routes.post("/v1/dicts/{dict}/get")
+@planned(slow=_get_once_settled)
+def get_entry(app: web.Application, account: str, match: Mapping[str, str], query: Mapping[str, str],
+              raw: bytes) -> Plan | None:
+    """An entry, at once when every change is durable; else once it is (no dirty reads)."""
+    body = parse_json(raw)
+    d = app[keys.DICTS].find(account, match_name(match, "dict"))
+    key = _b64(body, "key")
+    if not app[keys.DICTS].is_settled(d):
+        return None
+    return answered({"entry": wire_entry(d.engine.get(key)), "revision": d.engine.revision()})
 
 
 @routes.post("/v1/dicts/{dict}/range")
@@ -83,18 +98,21 @@ async def dict_len(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/dicts/{dict}/put")
-async def put_entry(request: web.Request) -> web.Response:
-    body = await json_body(request)
+@planned()
+def put_entry(app: web.Application, account: str, match: Mapping[str, str], query: Mapping[str, str],
+              raw: bytes) -> Plan:
+    body = parse_json(raw)
     fence = field(body, "fence", dict, required=False)
     guard = None
     if fence is not None:
         lock = field(fence, "lock", str)
         guard = (lock.encode(), int(field(fence, "fence", int)))
-    m = await request.app[keys.DICTS].put(_dict(request), _b64(body, "key"), _b64(body, "value"),
-                                          lease=field(body, "lease", int, required=False),
-                                          skip_if_exists=bool(body.get("skip_if_exists", False)), fence=guard)
+    dicts = app[keys.DICTS]
+    d = dicts.find(account, match_name(match, "dict"))
+    m = dicts.decide_put(d, _b64(body, "key"), _b64(body, "value"), lease=field(body, "lease", int, required=False),
+                         skip_if_exists=bool(body.get("skip_if_exists", False)), fence=guard)
     written, entry = m.value
-    return json_response({"written": written, "entry": wire_entry(entry), "revision": m.revision})
+    return dicts.plan(d, m, lambda: {"written": written, "entry": wire_entry(entry), "revision": m.revision})
 
 
 @routes.post("/v1/dicts/{dict}/put_many")

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 
 from aiohttp import web
 
 from apothic import _wire
 from apothic.control import keys
 from apothic.control.middlewares import account_of
+from apothic.control.plans import OCTETS, Answer, Plan
 from apothic.control.queues import DEFAULT_PARTITION, Item, NamedQueue
-from apothic.control.routes._body import field, float_param, json_body, json_response, path_name
+from apothic.control.routes._body import (
+    field,
+    float_param,
+    float_query,
+    json_body,
+    json_response,
+    match_name,
+    path_name,
+)
+from apothic.control.routes._planned import planned
 from apothic.control.routes.streams import replay_then_follow
 from apothic.exception import MalformedRequestError
 
@@ -20,22 +31,26 @@ _LONG_POLL_MAX_S = 55.0
 
 
 def _queue(request: web.Request) -> NamedQueue:
-    return request.app[keys.QUEUES].find(account_of(request), path_name(request, "queue"))
+    return _find(request.app, account_of(request), request.match_info)
 
 
-def _partition(request: web.Request) -> str:
-    partition = request.query.get("partition", DEFAULT_PARTITION)
+def _find(app: web.Application, account: str, match: Mapping[str, str]) -> NamedQueue:
+    return app[keys.QUEUES].find(account, match_name(match, "queue"))
+
+
+def _partition(query: Mapping[str, str]) -> str:
+    partition = query.get("partition", DEFAULT_PARTITION)
     if len(partition.encode()) > 64:
         raise MalformedRequestError("a partition key is at most 64 bytes")
     return partition
 
 
-def _optional_partition(request: web.Request) -> str | None:
-    return _partition(request) if "partition" in request.query else None
+def _optional_partition(query: Mapping[str, str]) -> str | None:
+    return _partition(query) if "partition" in query else None
 
 
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
+def _int_param(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = query.get(name)
     try:
         value = default if raw is None else int(raw)
     except ValueError:
@@ -45,19 +60,33 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     return value
 
 
-def _claim_id(request: web.Request) -> int:
+def _claim(request: web.Request) -> int:
+    return _claim_id(request.match_info)
+
+
+def _claim_id(match: Mapping[str, str]) -> int:
     try:
-        return int(request.match_info["claim"])
+        return int(match["claim"])
     except ValueError:
         raise MalformedRequestError("a claim id is an integer") from None
 
 
 def _frames(entries: list[tuple[dict, bytes]]) -> web.Response:
-    body = []
-    for header, payload in entries:
-        frame = _wire.pack(header, payload)
-        body.append(len(frame).to_bytes(4, "big") + frame)
-    return web.Response(body=b"".join(body), content_type="application/octet-stream")
+    body, content_type = _frames_answer(entries)
+    return web.Response(body=body, content_type=content_type)
+
+
+def _frames_answer(entries: list[tuple[dict, bytes]]) -> Answer:
+    return _wire.join_frames([_wire.pack(header, payload) for header, payload in entries]), OCTETS
+
+
+def _claims_answer(taken: list[tuple[int, Item, float]]) -> Answer:
+    return _frames_answer([({**_item_header(item), "claim_id": claim_id, "lease_expires_at": expires}, item.payload)
+                           for claim_id, item, expires in taken])
+
+
+def _items_answer(items: list[Item]) -> Answer:
+    return _frames_answer([(_item_header(i), i.payload) for i in items])
 
 
 def _split(raw: bytes) -> list[bytes]:
@@ -103,64 +132,86 @@ async def delete_queue(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/queues/{queue}/items")
-async def put_items(request: web.Request) -> web.Response:
-    ids = await request.app[keys.QUEUES].put(_queue(request), _partition(request), _split(await request.read()))
-    return json_response({"ids": ids})
+@planned()
+def put_items(app: web.Application, account: str, match: Mapping[str, str], query: Mapping[str, str],
+              raw: bytes) -> Plan:
+    q = _find(app, account, match)
+    return app[keys.QUEUES].plan_put(q, _partition(query), _split(raw))
 
 
 @routes.get("/v1/queues/{queue}/items")
 async def peek_items(request: web.Request) -> web.Response:
-    limit = _int_param(request, "limit", 100, 1, 10_000)
-    items = request.app[keys.QUEUES].peek(_queue(request), _optional_partition(request), limit)
+    limit = _int_param(request.query, "limit", 100, 1, 10_000)
+    items = request.app[keys.QUEUES].peek(_queue(request), _optional_partition(request.query), limit)
     return _frames([(_item_header(i), i.payload) for i in items])
 
 
 @routes.get("/v1/queues/{queue}/len")
 async def queue_len(request: web.Request) -> web.Response:
-    return json_response({"len": request.app[keys.QUEUES].length(_queue(request), _optional_partition(request))})
+    return json_response({"len": request.app[keys.QUEUES].length(_queue(request), _optional_partition(request.query))})
 
 
 @routes.post("/v1/queues/{queue}/clear")
 async def clear_queue(request: web.Request) -> web.Response:
-    await request.app[keys.QUEUES].clear(_queue(request), _optional_partition(request))
+    await request.app[keys.QUEUES].clear(_queue(request), _optional_partition(request.query))
     return json_response({"cleared": True})
 
 
-@routes.post("/v1/queues/{queue}/get")
-async def get_items(request: web.Request) -> web.Response:
-    """Claim and ack in one step: Modal's get / get_many."""
-    n = _int_param(request, "n", 1, 1, 5000)
+async def _get_waiting(request: web.Request) -> web.Response:
+    n = _int_param(request.query, "n", 1, 1, 5000)
     timeout = min(max(float_param(request, "timeout", 0), 0), _LONG_POLL_MAX_S)
-    items = await request.app[keys.QUEUES].take(_queue(request), _partition(request), n=n, timeout=timeout)
+    items = await request.app[keys.QUEUES].take(_queue(request), _partition(request.query), n=n, timeout=timeout)
     return _frames([(_item_header(i), i.payload) for i in items])
 
 
-@routes.post("/v1/queues/{queue}/claims")
-async def claim_items(request: web.Request) -> web.Response:
-    n = _int_param(request, "n", 1, 1, 5000)
+@routes.post("/v1/queues/{queue}/get")
+@planned(slow=_get_waiting)
+def get_items(app: web.Application, account: str, match: Mapping[str, str], query: Mapping[str, str],
+              raw: bytes) -> Plan | None:
+    """Claim and ack in one step: Modal's get / get_many."""
+    n = _int_param(query, "n", 1, 1, 5000)
+    float_query(query, "timeout", 0)  # a malformed timeout is refused whether or not it is needed
+    return app[keys.QUEUES].plan_take(_find(app, account, match), _partition(query), n=n, answer=_items_answer)
+
+
+async def _claim_waiting(request: web.Request) -> web.Response:
+    n = _int_param(request.query, "n", 1, 1, 5000)
     timeout = min(max(float_param(request, "timeout", 0), 0), _LONG_POLL_MAX_S)
     lease = float_param(request, "lease", 30)
-    taken = await request.app[keys.QUEUES].claim(_queue(request), _partition(request), n=n, lease_s=lease,
+    taken = await request.app[keys.QUEUES].claim(_queue(request), _partition(request.query), n=n, lease_s=lease,
                                                   timeout=timeout, consumer=request.query.get("consumer"))
-    return _frames([({**_item_header(item), "claim_id": claim_id, "lease_expires_at": expires}, item.payload)
-                    for claim_id, item, expires in taken])
+    body, content_type = _claims_answer(taken)
+    return web.Response(body=body, content_type=content_type)
+
+
+@routes.post("/v1/queues/{queue}/claims")
+@planned(slow=_claim_waiting)
+def claim_items(app: web.Application, account: str, match: Mapping[str, str], query: Mapping[str, str],
+                raw: bytes) -> Plan | None:
+    n = _int_param(query, "n", 1, 1, 5000)
+    float_query(query, "timeout", 0)
+    lease = float_query(query, "lease", 30)
+    return app[keys.QUEUES].plan_claim(_find(app, account, match), _partition(query), n=n, lease_s=lease,
+                                       consumer=query.get("consumer"), answer=_claims_answer)
 
 
 @routes.post("/v1/queues/{queue}/claims/{claim}/ack")
-async def ack_claim(request: web.Request) -> web.Response:
-    await request.app[keys.QUEUES].ack(_queue(request), _claim_id(request))
-    return json_response({"acked": True})
+@planned()
+def ack_claim(app: web.Application, account: str, match: Mapping[str, str], query: Mapping[str, str],
+              raw: bytes) -> Plan:
+    q = _find(app, account, match)
+    return app[keys.QUEUES].plan_ack(q, _claim_id(match))
 
 
 @routes.post("/v1/queues/{queue}/claims/{claim}/renew")
 async def renew_claim(request: web.Request) -> web.Response:
-    expires = request.app[keys.QUEUES].renew(_queue(request), _claim_id(request), float_param(request, "lease", 30))
+    expires = request.app[keys.QUEUES].renew(_queue(request), _claim(request), float_param(request, "lease", 30))
     return json_response({"lease_expires_at": expires})
 
 
 @routes.post("/v1/queues/{queue}/claims/{claim}/release")
 async def release_claim(request: web.Request) -> web.Response:
-    went = await request.app[keys.QUEUES].release(_queue(request), _claim_id(request),
+    went = await request.app[keys.QUEUES].release(_queue(request), _claim(request),
                                                   delay_s=max(0.0, float_param(request, "delay", 0)),
                                                   outcome="released")
     return json_response({"went_to": went})
@@ -169,7 +220,7 @@ async def release_claim(request: web.Request) -> web.Response:
 @routes.post("/v1/queues/{queue}/claims/{claim}/fail")
 async def fail_claim(request: web.Request) -> web.Response:
     body = await json_body(request)
-    went = await request.app[keys.QUEUES].release(_queue(request), _claim_id(request), delay_s=0, outcome="failed",
+    went = await request.app[keys.QUEUES].release(_queue(request), _claim(request), delay_s=0, outcome="failed",
                                                   error=str(body.get("error", ""))[:4000])
     return json_response({"went_to": went})
 
@@ -177,7 +228,7 @@ async def fail_claim(request: web.Request) -> web.Response:
 @routes.post("/v1/queues/{queue}/claims/{claim}/reject")
 async def reject_claim(request: web.Request) -> web.Response:
     body = await json_body(request)
-    await request.app[keys.QUEUES].reject(_queue(request), _claim_id(request), str(body.get("reason", ""))[:4000])
+    await request.app[keys.QUEUES].reject(_queue(request), _claim(request), str(body.get("reason", ""))[:4000])
     return json_response({"went_to": "dead_letter"})
 
 
@@ -206,7 +257,7 @@ async def watch_queue(request: web.Request) -> web.StreamResponse:
                      for i in items]
             first.append({"revision": last, "type": "snapshot_end", "id": None})
         elif "start_revision" in request.query:
-            after = _int_param(request, "start_revision", 1, 1, 1 << 62) - 1
+            after = _int_param(request.query, "start_revision", 1, 1, 1 << 62) - 1
             first = q.events.since(after)
             last = max(last, after)
         else:

@@ -11,6 +11,11 @@ it), each message holds any number of frames, `u32 length | frame` after one ano
 with many requests in flight sends them in one message, and the answers finished in one turn of
 the loop go back in one. A websocket message cost about a third of the control plane's CPU per
 request before that. Without it (an older client), one frame per message as before.
+
+Frames of a planned route (control/plans.py: the hot Queue and Dict calls) are decided in the
+reading loop itself, with no task of their own, and the rows of every 16 of them go to the
+journal as one write; they are answered once it is durable. The same plan function serves the
+route over HTTP.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from apothic import _wire
+from apothic.control import keys, plans
 from apothic.control.middlewares import PRINCIPAL
+from apothic.control.plans import Answer, Plan
 from apothic.exception import Error
 
 routes = web.RouteTableDef()
@@ -62,10 +69,12 @@ class RpcRequest(dict[str, Any]):
 
 
 _NO_HEADERS: CIMultiDict[str] = CIMultiDict()
-# Frames started before the loop takes a turn. A client with many requests in flight sends them
-# in one message; started all at once, they were journaled in one sync and answered in one
-# message, and client and server took turns to work, each idle while the other did. A turn every
-# few frames lets the first ones be synced and answered while the rest are served.
+# Frames started (or decided and journaled) before the loop takes a turn. A client with many
+# requests in flight sends them in one message; started all at once, they were journaled in one
+# sync and answered in one message, and client and server took turns to work, each idle while the
+# other did. A turn every few frames lets the first ones be synced and answered while the rest
+# are served. For planned frames too: one journal write per 16 instead of one per message gave
+# 3,553-3,868 queue cycles/s instead of 3,133-3,449, and more dict writes/s (alternated runs).
 _FRAMES_PER_TURN = 16
 _VARIABLE = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
@@ -155,16 +164,53 @@ _MATCHES_MAX = 4096
 
 
 async def _resolve(app: web.Application, request: RpcRequest) -> Any:
-    key = (request.method, request._raw_path)
+    match = _indexed(app, request.method, request._raw_path)
+    if match is None:
+        return await app.router.resolve(request)  # type: ignore[arg-type]
+    return match
+
+
+def _indexed(app: web.Application, method: str, raw_path: str) -> _Match | None:
+    key = (method, raw_path)
     match = _MATCHES.get(key)
     if match is None:
-        match = app[ROUTE_INDEX].resolve(*key)
+        match = app[ROUTE_INDEX].resolve(method, raw_path)
         if match is None:
-            return await app.router.resolve(request)  # type: ignore[arg-type]
+            return None
         if len(_MATCHES) >= _MATCHES_MAX:
             _MATCHES.clear()
         _MATCHES[key] = match
     return match
+
+
+def _plan(app: web.Application, principal: Any, header: dict[str, Any], body: bytes) -> Plan | bytes | None:
+    """The frame's plan when its route is planned (control/plans.py) and decides at once; its
+    answer when deciding refused it; None to serve it as any request."""
+    method, path = header.get("method"), header.get("path")
+    if not isinstance(method, str) or not isinstance(path, str):
+        return None
+    match = _indexed(app, method, path)
+    plan_fn = getattr(match.handler, "plan", None) if match is not None else None
+    if plan_fn is None:
+        return None
+    try:
+        return plan_fn(app, principal.account, match, header.get("query") or {}, body)  # type: ignore[no-any-return]
+    except Error as e:
+        return _answer(header.get("id"), e)
+    except Exception as e:
+        log.exception("unhandled error in rpc %s %s", method, path)
+        return _answer(header.get("id"), e)
+
+
+def _answer(request_id: Any, outcome: Answer | BaseException) -> bytes:
+    if isinstance(outcome, tuple):
+        body, content_type = outcome
+        return _wire.pack({"id": request_id, "status": 200, "content_type": content_type}, body)
+    if isinstance(outcome, Error):
+        status, payload = _error(outcome.code, outcome.message, outcome.http_status)
+    else:
+        status, payload = _error("internal", "internal error; see the server log", 500)
+    return _wire.pack({"id": request_id, "status": status, "content_type": "application/json"}, payload)
 
 
 def _error(code: str, message: str, status: int) -> tuple[int, bytes]:
@@ -207,6 +253,7 @@ async def rpc_session(request: web.Request) -> web.StreamResponse:
     outbox: list[bytes] = []
     ready = asyncio.Event()
     tasks: set[asyncio.Task[None]] = set()
+    finishing: set[asyncio.Task[None]] = set()
 
     async def writer() -> None:
         while True:
@@ -224,18 +271,47 @@ async def rpc_session(request: web.Request) -> web.StreamResponse:
         outbox.append(await _serve(request.app, principal, header, body))
         ready.set()
 
+    async def finish_plans(durable: asyncio.Future[None] | None, decided: list[tuple[Any, Plan]]) -> None:
+        outcomes = await plans.finish(durable, [plan for _, plan in decided])
+        for (request_id, _), outcome in zip(decided, outcomes, strict=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Error):
+                log.error("unhandled error finishing rpc %s", request_id, exc_info=outcome)
+            outbox.append(_answer(request_id, outcome))
+        ready.set()
+
+    def commit_plans(decided: list[tuple[Any, Plan]]) -> None:
+        """Journals the decided frames' rows as one write, now; answers them once durable."""
+        if decided:
+            durable = plans.start(request.app[keys.STORE].db, [plan for _, plan in decided])
+            # Not cancelled with the session: rows on their way to the journal must take effect
+            # (a queue item made visible, watchers told) whether or not anyone hears the answer.
+            task = asyncio.create_task(finish_plans(durable, decided))
+            finishing.add(task)
+            task.add_done_callback(finishing.discard)
+
     write_task = asyncio.create_task(writer())
     try:
         async for msg in ws:
             if msg.type != WSMsgType.BINARY:
                 continue
+            decided: list[tuple[Any, Plan]] = []
             for i, frame in enumerate(_wire.split_frames(msg.data) if batched else [msg.data], 1):
                 header, body = _wire.unpack(frame)
-                task = asyncio.create_task(serve(header, body))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                plan = _plan(request.app, principal, header, body)
+                if isinstance(plan, Plan):
+                    decided.append((header.get("id"), plan))
+                elif plan is not None:  # refused at once
+                    outbox.append(plan)
+                    ready.set()
+                else:
+                    task = asyncio.create_task(serve(header, body))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
                 if i % _FRAMES_PER_TURN == 0:
+                    commit_plans(decided)
+                    decided = []
                     await asyncio.sleep(0)
+            commit_plans(decided)
     finally:
         for task in [*tasks, write_task]:
             task.cancel()

@@ -200,10 +200,15 @@ class Database:
 
     async def write(self, sql: str, variables: dict[str, Any] | None = None) -> None:
         """Makes a mutation durable; returns once it is synced to the journal."""
+        await self.enqueue(sql, variables)
+
+    def enqueue(self, sql: str, variables: dict[str, Any] | None = None) -> asyncio.Future[None]:
+        """Queues a mutation now, behind every write queued before it; the future is done once
+        it is synced to the journal."""
         done = asyncio.get_running_loop().create_future()
         self._flush_lazy()  # earlier unawaited writes keep their place ahead of this one
         self._pending.put_nowait(_Write(sql, variables or {}, done))
-        await done
+        return done
 
     async def write_rows(self, ops: list[RowOp]) -> None:
         """Makes row operations durable (see RowOp); the checkpoint folds them per row."""

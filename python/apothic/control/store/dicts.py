@@ -41,6 +41,9 @@ class DictStore:
 
     async def persist(self, dict_id: str, revision: int, changes: list[Change]) -> None:
         """Writes one mutation's changes, with the revision they reach, in one commit."""
+        await self.db.write_rows(self.rows(dict_id, revision, changes))
+
+    def rows(self, dict_id: str, revision: int, changes: list[Change]) -> list[RowOp]:
         final: dict[bytes, Any] = {}  # key -> its last state in this batch
         granted: dict[int, int] = {}
         revoked: list[int] = []
@@ -63,4 +66,4 @@ class DictStore:
         ops += [("upsert", "dict_lease", row["id"], row) for row in leases]
         ops += [("delete", "dict_lease", f"{dict_id}:{lease}", None) for lease in revoked]
         ops.append(("merge", "dict", dict_id, {"revision": revision}))
-        await self.db.write_rows(ops)  # the checkpoint folds repeated writes of one key
+        return ops

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from apothic.control.store._rows import plain_rows
-from apothic.control.store.db import Database
+from apothic.control.store.db import Database, RowOp
 
 _SCHEMA = """
 DEFINE INDEX IF NOT EXISTS queue_name ON queue FIELDS account, name UNIQUE;
@@ -39,14 +39,13 @@ class QueueStore:
     # Item writes are row operations: an item put and acked before its checkpoint never
     # reaches SurrealDB at all (see Database.write_rows).
     async def put_items(self, rows: list[dict[str, Any]]) -> None:
-        await self.db.write_rows([("insert", "queue_item", row["id"], row) for row in rows])
+        await self.db.write_rows(put_rows(rows))
 
     async def delete_items(self, keys: list[str]) -> None:
-        await self.db.write_rows([("delete", "queue_item", key, None) for key in keys])
+        await self.db.write_rows(delete_rows(keys))
 
     async def count_deliveries(self, deliveries: dict[str, int]) -> None:
-        """Records delivery counts so that max_deliveries still holds after a restart."""
-        await self.db.write_rows([("merge", "queue_item", k, {"deliveries": n}) for k, n in deliveries.items()])
+        await self.db.write_rows(delivery_rows(deliveries))
 
     def note_history_nowait(self, key: str, history: list[dict[str, Any]]) -> None:
         """Saves an item's attempt history (the whole list: the service holds it)."""
@@ -67,6 +66,19 @@ class QueueStore:
         else:
             await self.db.write("DELETE queue_item WHERE queue = $id AND partition = $p",
                                 {"id": queue_id, "p": partition})
+
+
+def put_rows(rows: list[dict[str, Any]]) -> list[RowOp]:
+    return [("insert", "queue_item", row["id"], row) for row in rows]
+
+
+def delete_rows(keys: list[str]) -> list[RowOp]:
+    return [("delete", "queue_item", key, None) for key in keys]
+
+
+def delivery_rows(deliveries: dict[str, int]) -> list[RowOp]:
+    """Delivery counts, so that max_deliveries still holds after a restart."""
+    return [("merge", "queue_item", k, {"deliveries": n}) for k, n in deliveries.items()]
 
 
 def now() -> float:
