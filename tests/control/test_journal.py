@@ -122,7 +122,8 @@ def test_the_journal_shrinks_under_steady_writes(tmp_path: Path) -> None:
                     await db.sync()
             sealed = db._journal._number  # segments started so far
             await db._caught_up(db._seq)
-            return sealed, len(list(tmp_path.glob("journal*.log"))), await _values(db)
+            segments = [p for p in tmp_path.glob("journal*.log") if p.name != "journal.next.log"]
+            return sealed, len(segments), await _values(db)
         finally:
             await db.close()
 
@@ -154,3 +155,23 @@ def test_writes_through_the_sync_thread_are_durable_and_in_order(tmp_path: Path,
     assert asyncio.run(first_run()) >= 3
 
     assert asyncio.run(_reopened_values(tmp_path)) == list(range(100))
+
+
+def test_segments_are_zeroed_ahead_and_their_zeros_end_the_records(tmp_path: Path) -> None:
+    """The next segment is zeroed on a thread and takes over at the next seal (early, when the
+    current one was not zeroed); replay stops at the zeros after the last record."""
+    journal = Journal(tmp_path / "journal.log", segment_bytes=4096)
+    journal.read_all()
+    journal.reset()  # as a start does: a plain segment 0, the next one being zeroed
+    journal.append([_create(1, 1)])
+    journal._next[0].join()  # type: ignore[index]
+    assert journal.should_switch()
+    journal.seal(1)
+    assert not journal.should_switch()  # the zeroed segment took over
+    assert (tmp_path / "journal.1.log").stat().st_size == 4096
+    journal.append([_create(2, 2), _create(3, 3)])
+    journal.close()
+    assert not (tmp_path / "journal.next.log").exists()
+    reopened = Journal(tmp_path / "journal.log", segment_bytes=4096)
+    assert [r[0] for r in reopened.read_all()] == [1, 2, 3]
+    reopened.close()

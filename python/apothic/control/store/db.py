@@ -242,7 +242,7 @@ class Database:
     async def _write_loop(self) -> None:
         assert self._syncer is not None
         while True:
-            if self._journal.size > self._journal.segment_bytes:
+            if self._journal.size > self._journal.segment_bytes or self._journal.should_switch():
                 self._journal.seal(self._seq)  # no append is in flight here
             batch = [await self._pending.get()]
             while len(batch) < _MAX_BATCH and not self._pending.empty():

