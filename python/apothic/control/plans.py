@@ -7,12 +7,13 @@ watchers, wake getters) together with the answer. It returns None when it cannot
 without waiting (a claim on an empty queue, a read of a change not yet durable); the route's
 `slow` coroutine then serves the request as any other (routes/_planned.py).
 
-Over HTTP a plan is committed alone. Over the rpc websocket (routes/rpc.py) every planned frame
-of a message is decided in turn and all their rows go to the journal as one write: a task, a
-future, a store write and a response object per request had cost the control plane more than
-the decisions and the durability together. Measured here with 32 clients writing dict keys,
-the server's main thread went from 133 to 51-59 us a write, and writes/s from 5,856 to
-9,180-9,793 (scratch runs in one sitting; bench/coordination_bench.py has the official figures).
+Over HTTP a plan is committed alone. Over the rpc websocket (routes/rpc.py) the planned frames
+of a message are decided in turn, and the rows of every 16 go to the journal as one write: a
+task, a future, a store write and a response object per request had cost the control plane
+more than the decisions and the durability together. Measured here with 32 clients writing
+dict keys (a prototype, scratch runs in one sitting), the server's main thread went from 133
+to 51-59 us a write, and writes/s from 5,856 to 9,180-9,793; bench/coordination_bench.py has
+the official figures.
 """
 
 from __future__ import annotations
