@@ -148,6 +148,8 @@ class Database:
         self._hurry = asyncio.Event()  # a reader waits for the checkpoint, or many records do: no lag
         self._waiting = 0  # journaled records the checkpoint has not taken yet
         self._sync_s = 0.0  # recent journal append+sync time (see _append)
+        self._loop_idle = False  # the write loop waits for a write
+        self._wrote_through = False  # a write was journaled in place this loop turn (see write)
 
     async def open(self) -> None:
         self._db = AsyncSurreal(self.url)
@@ -200,7 +202,38 @@ class Database:
 
     async def write(self, sql: str, variables: dict[str, Any] | None = None) -> None:
         """Makes a mutation durable; returns once it is synced to the journal."""
-        await self.enqueue(sql, variables)
+        if self._loop_idle and self._pending.empty() and not self._wrote_through and self._sync_s < _INLINE_SYNC_S:
+            self._write_through(_Write(sql, variables or {}))
+        else:
+            await self.enqueue(sql, variables)
+
+    def _write_through(self, write: _Write) -> None:
+        """Journals a write, with the unawaited ones queued before it, in place: the write loop
+        is idle, so handing it over would only cost two loop turns (the loop's, then the
+        writer's), each behind whatever else was ready. Once a loop turn at most, so that writes
+        arriving together still share a sync."""
+        self._flush_timer_off()
+        batch = [*self._lazy, write]
+        self._lazy.clear()
+        journal = self._journal
+        if journal.size > journal.segment_bytes or journal.should_switch():
+            journal.seal(self._seq)
+        records = [(self._seq + i, w.sql, w.vars) for i, w in enumerate(batch, 1)]
+        try:
+            data = b"".join([Journal.encode(r) for r in records])
+            started = time.perf_counter()
+            journal.append([data])
+        except Exception as e:  # unpicklable vars or a failing disk: nothing was acknowledged
+            log.exception("journal append failed")
+            raise StoreError(f"write not durable: {e}") from None
+        self._sync_s += (time.perf_counter() - started - self._sync_s) * 0.2
+        self._seq += len(records)
+        self._wrote_through = True
+        asyncio.get_running_loop().call_soon(self._next_turn)
+        self._checkpoint_later(records)
+
+    def _next_turn(self) -> None:
+        self._wrote_through = False
 
     def enqueue(self, sql: str, variables: dict[str, Any] | None = None) -> asyncio.Future[None]:
         """Queues a mutation now, behind every write queued before it; the future is done once
@@ -231,10 +264,13 @@ class Database:
         if self._lazy_timer is None:
             self._lazy_timer = asyncio.get_running_loop().call_later(_LAZY_FLUSH_S, self._flush_lazy)
 
-    def _flush_lazy(self) -> None:
+    def _flush_timer_off(self) -> None:
         if self._lazy_timer is not None:
             self._lazy_timer.cancel()
             self._lazy_timer = None
+
+    def _flush_lazy(self) -> None:
+        self._flush_timer_off()
         for w in self._lazy:
             self._pending.put_nowait(w)
         self._lazy.clear()
@@ -244,7 +280,9 @@ class Database:
         while True:
             if self._journal.size > self._journal.segment_bytes or self._journal.should_switch():
                 self._journal.seal(self._seq)  # no append is in flight here
+            self._loop_idle = True
             batch = [await self._pending.get()]
+            self._loop_idle = False
             while len(batch) < _MAX_BATCH and not self._pending.empty():
                 batch.append(self._pending.get_nowait())
             records: list[Record] = []
@@ -267,10 +305,13 @@ class Database:
                         w.done.set_exception(StoreError(f"write not durable: {error}"))
                 self._pending.task_done()
             if error is None:
-                self._to_apply.put_nowait(records)
-                self._waiting += len(records)
-                if self._waiting >= _CHECKPOINT_EARLY:
-                    self._hurry.set()
+                self._checkpoint_later(records)
+
+    def _checkpoint_later(self, records: list[Record]) -> None:
+        self._to_apply.put_nowait(records)
+        self._waiting += len(records)
+        if self._waiting >= _CHECKPOINT_EARLY:
+            self._hurry.set()
 
     async def _append(self, data: bytes, writes: int) -> None:
         """Appends and syncs one batch: a lone write in place when syncs are fast, anything else
