@@ -191,12 +191,15 @@ def _intact(data: bytes) -> tuple[list[Record], int]:
 
 def _zeroed(path: Path, size: int) -> int:
     """Creates (or truncates) `path`, writes `size` zero bytes and syncs them; returns its
-    descriptor. (The directory is synced once the file is renamed into place.)"""
+    descriptor. (The directory is synced once the file is renamed into place.) Synced a MiB at
+    a time: writing and syncing 16 MiB at once took about 100 ms here, and a journal sync
+    issued meanwhile would wait behind all of it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     chunk = bytes(min(size, 1 << 20))
     written = 0
     while written < size:
         written += os.pwrite(fd, chunk[: size - written], written)
+        os.fdatasync(fd)
     os.fsync(fd)
     return fd
 
