@@ -43,6 +43,8 @@ _MAX_BATCH = 512
 _MAX_CHECKPOINT = 32768  # row operations fold, so a checkpoint may take many records
 _CHECKPOINT_LAG_S = 1.0
 _CHECKPOINT_EARLY = 16384  # records waiting that start a checkpoint before the lag is up
+# An awaited write journals in place (Database.write) only after this long without an append.
+_WRITE_THROUGH_GAP_S = 0.001
 _INLINE_SYNC_S = 0.001  # a lone write whose sync is faster than this syncs on the loop (see _append)
 ROWS = "-- rows"  # the sql of a write_rows record; its vars hold {"ops": [RowOp, ...]}
 _NOTHING = "RETURN NONE"  # the sql of a write that only waits for the journal (sync)
@@ -149,7 +151,7 @@ class Database:
         self._waiting = 0  # journaled records the checkpoint has not taken yet
         self._sync_s = 0.0  # recent journal append+sync time (see _append)
         self._loop_idle = False  # the write loop waits for a write
-        self._wrote_through = False  # a write was journaled in place this loop turn (see write)
+        self._appended_at = 0.0  # when the journal's last append finished (see write)
 
     async def open(self) -> None:
         self._db = AsyncSurreal(self.url)
@@ -202,7 +204,8 @@ class Database:
 
     async def write(self, sql: str, variables: dict[str, Any] | None = None) -> None:
         """Makes a mutation durable; returns once it is synced to the journal."""
-        if self._loop_idle and self._pending.empty() and not self._wrote_through and self._sync_s < _INLINE_SYNC_S:
+        if self._loop_idle and self._pending.empty() and self._sync_s < _INLINE_SYNC_S \
+                and time.perf_counter() - self._appended_at >= _WRITE_THROUGH_GAP_S:
             self._write_through(_Write(sql, variables or {}))
         else:
             await self.enqueue(sql, variables)
@@ -210,8 +213,8 @@ class Database:
     def _write_through(self, write: _Write) -> None:
         """Journals a write, with the unawaited ones queued before it, in place: the write loop
         is idle, so handing it over would only cost two loop turns (the loop's, then the
-        writer's), each behind whatever else was ready. Once a loop turn at most, so that writes
-        arriving together still share a sync."""
+        writer's), each behind whatever else was ready. Only when the journal has had no append
+        for `_WRITE_THROUGH_GAP_S`: writes that come thick and fast must share syncs."""
         self._flush_timer_off()
         batch = [*self._lazy, write]
         self._lazy.clear()
@@ -226,14 +229,10 @@ class Database:
         except Exception as e:  # unpicklable vars or a failing disk: nothing was acknowledged
             log.exception("journal append failed")
             raise StoreError(f"write not durable: {e}") from None
-        self._sync_s += (time.perf_counter() - started - self._sync_s) * 0.2
+        self._appended_at = time.perf_counter()
+        self._sync_s += (self._appended_at - started - self._sync_s) * 0.2
         self._seq += len(records)
-        self._wrote_through = True
-        asyncio.get_running_loop().call_soon(self._next_turn)
         self._checkpoint_later(records)
-
-    def _next_turn(self) -> None:
-        self._wrote_through = False
 
     def enqueue(self, sql: str, variables: dict[str, Any] | None = None) -> asyncio.Future[None]:
         """Queues a mutation now, behind every write queued before it; the future is done once
@@ -331,6 +330,7 @@ class Database:
         else:
             await self._syncer.append(data)
             took = self._syncer.seconds
+        self._appended_at = time.perf_counter()
         self._sync_s += (took - self._sync_s) * 0.2  # a moving average: one slow sync does not flip it
 
     async def _apply_loop(self) -> None:
