@@ -165,9 +165,9 @@ def test_segments_are_zeroed_ahead_and_their_zeros_end_the_records(tmp_path: Pat
     journal.reset()  # as a start does: a plain segment 0, the next one being zeroed
     journal.append([_create(1, 1)])
     journal._next[0].join()  # type: ignore[index]
-    assert journal.should_switch()
+    assert journal.should_seal()
     journal.seal(1)
-    assert not journal.should_switch()  # the zeroed segment took over
+    assert not journal.should_seal()  # the zeroed segment took over
     assert (tmp_path / "journal.1.log").stat().st_size == 4096
     journal.append([_create(2, 2), _create(3, 3)])
     journal.close()

@@ -176,12 +176,8 @@ class QueueService:
         return [q.summary() for (acct, _), q in sorted(self.queues.items()) if acct == account]
 
     # ---- put ---------------------------------------------------------------------------
-    async def put(self, q: NamedQueue, partition: str, payloads: list[bytes]) -> list[str]:
-        items = self._new_items(q, partition, payloads)
-        await self.store.put_items([_row(i) for i in items])  # durable before acknowledged (Q1)
-        return self._added(q, partition, items)
-
     def plan_put(self, q: NamedQueue, partition: str, payloads: list[bytes]) -> Plan:
+        """Items durable before they are visible or acknowledged (Q1)."""
         items = self._new_items(q, partition, payloads)
         return Plan(put_rows([_row(i) for i in items]), lambda: json_answer({"ids": self._added(q, partition, items)}))
 
@@ -310,12 +306,6 @@ class QueueService:
         part.items.pop(held.item_id, None)
         self._settle(q, claim_id, how)
         return held
-
-    async def ack(self, q: NamedQueue, claim_id: int) -> None:
-        plan = self.plan_ack(q, claim_id)
-        if plan.ops:
-            await self.store.db.write_rows(plan.ops)
-        plan.finish()
 
     def plan_ack(self, q: NamedQueue, claim_id: int) -> Plan:
         if q.settled.get(claim_id) == "acked":

@@ -219,18 +219,14 @@ class Database:
         batch = [*self._lazy, write]
         self._lazy.clear()
         journal = self._journal
-        if journal.size > journal.segment_bytes or journal.should_switch():
+        if journal.should_seal():
             journal.seal(self._seq)
         records = [(self._seq + i, w.sql, w.vars) for i, w in enumerate(batch, 1)]
         try:
-            data = b"".join([Journal.encode(r) for r in records])
-            started = time.perf_counter()
-            journal.append([data])
+            self._append_here(b"".join([Journal.encode(r) for r in records]))
         except Exception as e:  # unpicklable vars or a failing disk: nothing was acknowledged
             log.exception("journal append failed")
             raise StoreError(f"write not durable: {e}") from None
-        self._appended_at = time.perf_counter()
-        self._sync_s += (self._appended_at - started - self._sync_s) * 0.2
         self._seq += len(records)
         self._checkpoint_later(records)
 
@@ -277,7 +273,7 @@ class Database:
     async def _write_loop(self) -> None:
         assert self._syncer is not None
         while True:
-            if self._journal.size > self._journal.segment_bytes or self._journal.should_switch():
+            if self._journal.should_seal():
                 self._journal.seal(self._seq)  # no append is in flight here
             self._loop_idle = True
             batch = [await self._pending.get()]
@@ -324,12 +320,18 @@ class Database:
         for the GIL.)"""
         assert self._syncer is not None
         if self._sync_s < _INLINE_SYNC_S and writes == 1:
-            started = time.perf_counter()
-            self._journal.append([data])
-            took = time.perf_counter() - started
+            self._append_here(data)
         else:
             await self._syncer.append(data)
-            took = self._syncer.seconds
+            self._synced(self._syncer.seconds)
+
+    def _append_here(self, data: bytes) -> None:
+        """Appends and syncs on the loop itself."""
+        started = time.perf_counter()
+        self._journal.append([data])
+        self._synced(time.perf_counter() - started)
+
+    def _synced(self, took: float) -> None:
         self._appended_at = time.perf_counter()
         self._sync_s += (took - self._sync_s) * 0.2  # a moving average: one slow sync does not flip it
 

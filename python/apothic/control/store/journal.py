@@ -114,9 +114,11 @@ class Journal:
         self.generation += 1
         self._prepare_next()
 
-    def should_switch(self) -> bool:
-        """Whether to seal early: the current segment was not zeroed and a zeroed one is ready."""
-        return not self._zeroed and self._next is not None and not self._next[0].is_alive()
+    def should_seal(self) -> bool:
+        """Whether to seal before the next append: the current segment is full, or it was not
+        zeroed and a zeroed one is ready."""
+        return self.size > self.segment_bytes or (
+            not self._zeroed and self._next is not None and not self._next[0].is_alive())
 
     def _prepare_next(self) -> None:
         """Zeroes the next segment on a thread (the writes release the GIL)."""

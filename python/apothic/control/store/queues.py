@@ -38,9 +38,6 @@ class QueueStore:
 
     # Item writes are row operations: an item put and acked before its checkpoint never
     # reaches SurrealDB at all (see Database.write_rows).
-    async def put_items(self, rows: list[dict[str, Any]]) -> None:
-        await self.db.write_rows(put_rows(rows))
-
     async def delete_items(self, keys: list[str]) -> None:
         await self.db.write_rows(delete_rows(keys))
 
