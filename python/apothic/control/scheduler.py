@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("apothic.scheduler")
 _RETIRE_EVERY_S = 5.0  # how often idle class variants are looked for (Instances.retire_idle)
+# Ended jobs kept in memory for the gets and gathers that follow them (Scheduler._remember).
+_ENDED_KEPT = 10_000
+_ENDED_BYTES = 64 * 1024 * 1024  # of results
 
 
 class Scheduler:
@@ -44,7 +48,9 @@ class Scheduler:
         self.hub = hub
         self.lease_ms = lease_ms
         self.functions: dict[str, FunctionRuntime] = {}
-        self.jobs: dict[str, Job] = {}
+        self.jobs: dict[str, Job] = {}  # live: queued or running
+        self.ended: OrderedDict[str, Job] = OrderedDict()  # recently ended, oldest first
+        self._ended_bytes = 0
         self.workers: dict[str, WorkerHandle] = {}
         self.containers: dict[str, Container] = {}
         self.live_apps: dict[str, str] = {}  # app id -> mode (ephemeral | deployed)
@@ -95,6 +101,7 @@ class Scheduler:
             created_at=float(row["created_at"]),
             args=row.get("args") or b"",
             updated_at=float(row.get("updated_at") or 0.0),
+            events=list(row.get("events") or []),  # rewritten whole with each new event
         )
 
     def _spawn(self, coro: Any) -> None:
@@ -137,7 +144,7 @@ class Scheduler:
             self.instances.check_callable(fn)
         fn.last_used = time.monotonic()
         now = time.time()
-        jobs, records, events = [], [], []
+        jobs, records = [], []
         for payload in payloads:
             job = Job(
                 id=_ids.new_id("function_call"),
@@ -151,16 +158,17 @@ class Scheduler:
                 updated_at=now,
             )
             jobs.append(job)
+            event = self._event(job, "queued")
             records.append({
                 "id": job.id, "function": function_id, "app": job.app_id, "account": account,
                 "status": "queued", "attempts": 0, "args": payload, "created_at": now, "updated_at": now,
+                "events": [event],
             })
-            events.append(self._event(job, "queued"))
-        await self.store.create_jobs(records, events, durable=acknowledge)
-        for job, event in zip(jobs, events, strict=True):
+        await self.store.create_jobs(records, durable=acknowledge)
+        for job in jobs:
             self.jobs[job.id] = job
             job.item_id = fn.queue.put(job.id.encode())
-            self.hub.publish(f"job:{job.id}", event)
+            self.hub.publish(f"job:{job.id}", job.events[-1])
         self._pump(fn)
         return [job.id for job in jobs]
 
@@ -181,7 +189,7 @@ class Scheduler:
     async def job_history(self, job_id: str, after: int) -> list[dict[str, Any]]:
         """A job's events after a revision: from memory while it is live, else from the store
         (a finished job's events are all on disk: its last write was awaited, in order)."""
-        job = self.jobs.get(job_id)
+        job = self._known(job_id)
         if job is not None:
             return [e for e in job.events if e["revision"] > after]
         return await self.store.job_events(job_id, after)
@@ -191,7 +199,7 @@ class Scheduler:
         job.status = status
         job.updated_at = time.time()
         event = self._event(job, kind, **detail)
-        self.store.record_event_nowait(event, {
+        self.store.record_event_nowait(job.id, list(job.events), {
             "status": status, "attempts": job.attempts, "worker": job.worker_id, "updated_at": job.updated_at,
         })
         self.hub.publish(f"job:{job.id}", event)
@@ -220,15 +228,32 @@ class Scheduler:
         return self._persist_end(job, event, fields)
 
     async def _persist_end(self, job: Job, event: dict[str, Any], fields: dict[str, Any]) -> None:
-        await self.store.record_event(event, fields)
+        await self.store.record_event(job.id, list(job.events), fields)
         job.done.set()
         for watcher in list(job.watchers):
             watcher()
         self.hub.publish(f"job:{job.id}", event)
         self.jobs.pop(job.id, None)
+        self._remember(job)
+
+    def _remember(self, job: Job) -> None:
+        """Keeps an ended job at hand a while (its ending is durable by now). A gather or get
+        that follows the calls reads it here; read from the store, it waited for the checkpoint
+        to bring SurrealDB up to date first: measured with 2,000 calls spawned 64 at a time, one
+        gather spent 0.63 s of CPU doing that for the 309 calls that had ended."""
+        job.args = b""  # it will not run again
+        self.ended[job.id] = job
+        self._ended_bytes += len(job.result or b"")
+        while len(self.ended) > _ENDED_KEPT or self._ended_bytes > _ENDED_BYTES:
+            _, old = self.ended.popitem(last=False)
+            self._ended_bytes -= len(old.result or b"")
+
+    def _known(self, job_id: str) -> Job | None:
+        """A live job, or one that ended recently."""
+        return self.jobs.get(job_id) or self.ended.get(job_id)
 
     async def job_summary(self, job_id: str, account: str) -> dict[str, Any]:
-        job = self.jobs.get(job_id)
+        job = self._known(job_id)
         if job is not None and job.account == account:
             return job.summary()
         row = await self.store.get_job(job_id)
@@ -238,7 +263,7 @@ class Scheduler:
 
     async def wait(self, job_id: str, account: str, timeout: float) -> dict[str, Any]:
         """Waits up to `timeout` for a job to end; returns its record (with result bytes)."""
-        job = self.jobs.get(job_id)
+        job = self._known(job_id)
         if job is not None and job.account == account:
             try:
                 await asyncio.wait_for(job.done.wait(), timeout)
@@ -258,7 +283,7 @@ class Scheduler:
                         first: bool = False) -> list[dict[str, Any]]:
         """Waits up to `timeout` for all of the jobs to end (or, with `first`, for any one);
         returns the records of those that did."""
-        live = [j for j in (self.jobs.get(i) for i in job_ids) if j is not None and j.account == account]
+        live = [j for j in (self._known(i) for i in job_ids) if j is not None and j.account == account]
         live_ids = {j.id for j in live}
         waiting = [j for j in live if not j.done.is_set()]
         if waiting:

@@ -99,29 +99,25 @@ class Store:
         return await self._select("SELECT * FROM func WHERE app = $app", {"app": app_id})
 
     # ---- jobs ----------------------------------------------------------------------------
-    # Jobs and their events are row operations: the checkpoint folds a job's insert and the
-    # updates of its life (assigned, started, ended) into one row when they fall in one batch.
-    async def create_jobs(self, jobs: list[dict[str, Any]], events: list[dict[str, Any]], *,
-                          durable: bool = True) -> None:
+    # A job is one row operation per change of its life, and its events ride in the row (the
+    # `events` list, rewritten whole each time): the checkpoint folds a job's insert and its
+    # updates (assigned, started, ended) into one row when they fall in one batch. Events as rows
+    # of their own cost SurrealDB four more rows and index entries a call: measured here, 455-578
+    # us of CPU a job for a row and four event rows, against 254-338 for the one row.
+    async def create_jobs(self, jobs: list[dict[str, Any]], *, durable: bool = True) -> None:
+        """Inserts job records, each with its `events` so far."""
         ops: list[RowOp] = [("insert", "job", job["id"], job) for job in jobs]
-        ops += [_event_op(event) for event in events]
         if durable:
             await self.db.write_rows(ops)
         else:
             self.db.write_rows_nowait(ops)
 
-    def record_event_nowait(self, event: dict[str, Any], job_fields: dict[str, Any] | None = None) -> None:
-        self.db.write_rows_nowait(self._event_ops(event, job_fields))
+    def record_event_nowait(self, job_id: str, events: list[dict[str, Any]], job_fields: dict[str, Any]) -> None:
+        """Updates a job with its every event so far (the newest last) and changed fields."""
+        self.db.write_rows_nowait([("merge", "job", job_id, {**job_fields, "events": events})])
 
-    async def record_event(self, event: dict[str, Any], job_fields: dict[str, Any] | None = None) -> None:
-        await self.db.write_rows(self._event_ops(event, job_fields))
-
-    @staticmethod
-    def _event_ops(event: dict[str, Any], job_fields: dict[str, Any] | None) -> list[RowOp]:
-        ops = [_event_op(event)]
-        if job_fields:
-            ops.append(("merge", "job", event["job"], job_fields))
-        return ops
+    async def record_event(self, job_id: str, events: list[dict[str, Any]], job_fields: dict[str, Any]) -> None:
+        await self.db.write_rows([("merge", "job", job_id, {**job_fields, "events": events})])
 
     async def get_job(self, job_id: str) -> dict[str, Any] | None:
         return await self._get("job", job_id)
@@ -135,6 +131,11 @@ class Store:
         )
 
     async def job_events(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
+        results = await self.db.query("SELECT VALUE events FROM $ids", {"ids": [RecordID("job", job_id)]})
+        found = results[-1] if results else None
+        if found and found[0] is not None:
+            return [e for e in found[0] if e["revision"] > after]
+        # A job written before events moved into its row has them in the job_event table.
         return await self._select(
             "SELECT * OMIT id FROM job_event WHERE job = $job AND revision > $after ORDER BY revision",
             {"job": job_id, "after": after},
@@ -157,15 +158,9 @@ class Store:
 
     async def max_revision(self) -> int:
         results = await self.db.query(
-            "RETURN math::max(array::concat((SELECT VALUE revision FROM job_event), "
-            "(SELECT VALUE revision FROM log)))"
+            "RETURN math::max(array::concat(array::concat("
+            "array::flatten((SELECT VALUE events.revision FROM job WHERE events != NONE)), "
+            "(SELECT VALUE revision FROM job_event)), (SELECT VALUE revision FROM log)))"
         )
         value = results[-1] if results else None
         return int(value or 0)
-
-
-def _event_op(event: dict[str, Any]) -> RowOp:
-    """A job event as a new row; its key is the job and its revision, unique for the hub's life
-    (revisions never repeat, across restarts too)."""
-    row_id = f"{event['job']}-{event['revision']}"
-    return ("insert", "job_event", row_id, {"id": row_id, **event})
