@@ -18,6 +18,11 @@ write into bytes already on disk need not also commit the file's new size. Measu
 200-210 us at the median instead of 290-300, and 250 instead of 430 at p90. A segment that was
 not zeroed (the first after a start) is sealed as soon as a zeroed one is ready. A zero header
 ends the records.
+
+Appends go through a descriptor opened with O_DSYNC: each write returns once it is durable, as
+a write followed by fdatasync would, for less. Measured here (6 KB appends into a zeroed file,
+six alternated rounds of 1,500): 158-223 us at the median and 72-98 us of CPU an append, against
+202-343 us and 89-184 us for pwrite then fdatasync.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class Journal:
         numbers = self._segment_numbers()
         self._number = numbers[-1] if numbers else 0
         self._fd = os.open(self._segment(self._number), os.O_RDWR | os.O_CREAT, 0o600)
+        self._append_fd = _open_for_appends(self._segment(self._number))
         self.size = 0
         self.generation = 0  # bumped whenever appends move to another file (or a truncated one)
         self._next: tuple[threading.Thread, list[int]] | None = None  # the next segment, being zeroed
@@ -88,12 +94,11 @@ class Journal:
         return len(body).to_bytes(4, "big") + zlib.crc32(body).to_bytes(4, "big") + body
 
     def append(self, frames: list[bytes]) -> None:
-        """Writes and syncs records (blocking for the length of one fdatasync)."""
+        """Writes records durably (blocking until the disk has them)."""
         data = b"".join(frames)
         written = 0
         while written < len(data):
-            written += os.pwrite(self._fd, data[written:], self.size + written)
-        os.fdatasync(self._fd)
+            written += os.pwrite(self._append_fd, data[written:], self.size + written)
         self.size += len(data)
 
     def seal(self, last_seq: int) -> None:
@@ -101,6 +106,7 @@ class Journal:
         the checkpoint passes it (release). Call between appends, never during one."""
         self._sealed.append((last_seq, self._segment(self._number)))
         os.close(self._fd)
+        os.close(self._append_fd)
         self._number += 1
         prepared = self._take_next()
         self._zeroed = prepared is not None
@@ -110,6 +116,7 @@ class Journal:
             os.rename(self._next_path, self._segment(self._number))
         _sync_dir(self.path.parent)  # the new file must still be there after a crash
         self._fd = prepared
+        self._append_fd = _open_for_appends(self._segment(self._number))
         self.size = 0
         self.generation += 1
         self._prepare_next()
@@ -150,6 +157,7 @@ class Journal:
     def reset(self) -> None:
         """Empties the journal once SurrealDB holds everything in it: back to one empty segment."""
         os.close(self._fd)
+        os.close(self._append_fd)
         self._discard_next()
         for number in self._segment_numbers():
             if number != 0:
@@ -157,6 +165,7 @@ class Journal:
         self._sealed.clear()
         self._number = 0
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._append_fd = _open_for_appends(self.path)
         os.ftruncate(self._fd, 0)
         os.fsync(self._fd)
         _sync_dir(self.path.parent)
@@ -173,6 +182,7 @@ class Journal:
 
     def close(self) -> None:
         os.close(self._fd)
+        os.close(self._append_fd)
         self._discard_next()
 
 
@@ -189,6 +199,12 @@ def _intact(data: bytes) -> tuple[list[Record], int]:
         records.append(pickle.loads(body))
         offset += _HEADER + size
     return records, offset
+
+
+def _open_for_appends(path: Path) -> int:
+    """A descriptor whose writes are durable when they return (O_DSYNC: data, and the size
+    when it grows)."""
+    return os.open(path, os.O_WRONLY | os.O_DSYNC)
 
 
 def _zeroed(path: Path, size: int) -> int:
