@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from apothic import _loop, _wire
 from apothic._client import Client, get_client
 from apothic._serialization import dump_args, load_outcome
-from apothic._utils.dual import dual
+from apothic._utils.dual import dual_inline
 from apothic.exception import Error, ExecutionError, InvalidError, TimeoutError, error_for
 from apothic.job import Job, check_job_id
 
@@ -93,16 +93,16 @@ class FunctionCall(Job):
     def __repr__(self) -> str:
         return f"FunctionCall({self.object_id!r})"
 
-    @dual
+    @dual_inline
     async def get(self, timeout: float | None = None) -> Any:
         return await _result(await get_client(), self.object_id, timeout)
 
-    @dual
+    @dual_inline
     async def cancel(self, terminate_containers: bool = False) -> None:
         client = await get_client()
         await client.json("POST", f"/v1/jobs/{self.object_id}/cancel")
 
-    @dual
+    @dual_inline
     async def gather(cls, *calls: FunctionCall) -> list[Any]:
         """Every call's value, in order; the first failure (in order) is raised."""
         values = await _values(await get_client(), [c.object_id for c in calls])
@@ -198,7 +198,7 @@ class Function:
             self._function_id = found["function_id"]
         return client, self._function_id
 
-    @dual
+    @dual_inline
     async def remote(self, *args: Any, **kwargs: Any) -> Any:
         payload = self._dump(args, kwargs)
         client, function_id = await self._hydrate()
@@ -210,7 +210,7 @@ class Function:
 
         return await _result(client, orjson.loads(body)["job_id"], None)
 
-    @dual
+    @dual_inline
     async def spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
         payload = self._dump(args, kwargs)
         client, function_id = await self._hydrate()
@@ -239,7 +239,7 @@ class Function:
                     raise value
         return results
 
-    @dual
+    @dual_inline
     async def spawn_map(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None) -> list[FunctionCall]:
         inputs = [(tuple(args), kwargs or {}) for args in zip(*iterables, strict=False)]
         return [FunctionCall(i) for i in await self._spawn_many(inputs)]
