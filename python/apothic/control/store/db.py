@@ -317,10 +317,10 @@ class Database:
         (dict writes and queue cycles about 8% faster, in runs with much noise). A lone write has
         nothing to overlap with and skips the handoff, which costs more than it saves here: waking
         the thread and hearing back took a sync from 0.29 ms in place to 0.85 ms at 32 clients,
-        and handing every append over (planned batches included) cut queue cycles by 7-35% in three
-        alternated pairs; 64 concurrent spawns, which batch many writes, went 27% slower all in place. (A Python thread
-        was no use: handed one and back, a sync took 1.7 ms at the median under load, waiting
-        for the GIL.)"""
+        and handing every append over (planned batches included) cut queue cycles by 7-35% in
+        three alternated pairs; yet 64 concurrent spawns, which batch many writes, went 27% slower
+        with every append in place. (A Python thread was no use: handed one and back, a sync took
+        1.7 ms at the median under load, waiting for the GIL.)"""
         assert self._syncer is not None
         if self._sync_s < _INLINE_SYNC_S and writes == 1:
             self._append_here(data)
