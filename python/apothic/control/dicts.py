@@ -17,6 +17,7 @@ from typing import Any
 
 from apothic import _ids, exception
 from apothic._bridge.dict import DictEngine, Entry, Mutation
+from apothic.control.decided import carried_through, carry_on
 from apothic.control.hub import Hub
 from apothic.control.plans import Answer, Plan, json_answer
 from apothic.control.store.dicts import DictStore
@@ -109,15 +110,21 @@ class DictService:
                 return d
             d = NamedDict(id=_ids.new_id("dict"), account=account, name=name, created_at=time.time(),
                           engine=DictEngine())
-            await self.store.create({"id": d.id, "account": account, "name": name, "revision": 0,
-                                     "created_at": d.created_at})
-            self.dicts[(account, name)] = d
+            await carried_through(self._created(d))
         return d
 
+    async def _created(self, d: NamedDict) -> None:
+        await self.store.create({"id": d.id, "account": d.account, "name": d.name, "revision": 0,
+                                 "created_at": d.created_at})
+        self.dicts[(d.account, d.name)] = d
+
     async def delete(self, account: str, name: str) -> None:
-        d = self.find(account, name)
+        await carried_through(self._delete(self.find(account, name)))
+
+    async def _delete(self, d: NamedDict) -> None:
         await self.store.delete(d.id)
-        del self.dicts[(account, name)]
+        if self.dicts.get((d.account, d.name)) is d:
+            del self.dicts[(d.account, d.name)]
         d.changed.set()
 
     def list(self, account: str) -> list[dict[str, Any]]:
@@ -125,15 +132,19 @@ class DictService:
 
     # ---- durability --------------------------------------------------------------------
     async def _commit(self, d: NamedDict, m: Mutation) -> Mutation:
-        """Makes a mutation durable before anyone hears of it."""
+        """Makes a mutation durable before anyone hears of it; carried through if the caller is
+        cancelled meanwhile (decided.py), so that watchers still hear of it."""
         if m.changes:
-            try:
-                await self.store.persist(d.id, m.revision, m.changes)
-            except BaseException:
-                self._settle(d, m, durable=False)
-                raise
-            self._settle(d, m, durable=True)
+            await carried_through(self._persist(d, m))
         return m
+
+    async def _persist(self, d: NamedDict, m: Mutation) -> None:
+        try:
+            await self.store.persist(d.id, m.revision, m.changes)
+        except BaseException:
+            self._settle(d, m, durable=False)
+            raise
+        self._settle(d, m, durable=True)
 
     def plan(self, d: NamedDict, m: Mutation, answer: Callable[[], Any]) -> Plan:
         """A decided mutation as a plan (see plans.py): its rows, then what _commit does after."""
@@ -233,29 +244,39 @@ class DictService:
             raise InvalidError(f"a lock TTL is between 0 and {MAX_TTL_S} seconds")
         fence, lease, acquired, _ = (await self._commit(d, d.engine.lock(name, owner, int(ttl_s * 1000)))).value
         if not acquired and not await self._wait_first(d, lease, ttl_s, timeout,
-                                                       lambda: d.engine.lock_standing(name, fence)[0]):
+                                                       lambda: d.engine.lock_standing(name, fence)[0],
+                                                       given_up=lambda: d.engine.unlock(name, fence)):
             await self._commit(d, d.engine.unlock(name, fence))
             shown = name.decode(errors="replace")
             raise exception.TimeoutError(f"lock {shown!r} was not free within {timeout:g} s", code="lock.timeout")
         return fence, lease
 
     async def _wait_first(self, d: NamedDict, lease: int, ttl_s: float, timeout: float,
-                          first: Callable[[], bool]) -> bool:
+                          first: Callable[[], bool], given_up: Callable[[], Mutation]) -> bool:
         """Waits until `first()` (this request heads its line), re-checking after every change
-        and keeping the waiting request's lease alive; False when the timeout passes first."""
+        and keeping the waiting request's lease alive; False when the timeout passes first. A
+        waiter cancelled (its caller gone) leaves the line at once through `given_up`, instead
+        of standing in it until its lease runs out."""
         deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            changed = d.changed
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                changed = d.changed
+                try:
+                    await asyncio.wait_for(changed.wait(), min(left, ttl_s / 3))
+                except TimeoutError:
+                    pass
+                d.engine.keepalive(lease)
+                if first():
+                    return True
+        except asyncio.CancelledError:
             try:
-                await asyncio.wait_for(changed.wait(), min(left, ttl_s / 3))
-            except TimeoutError:
+                carry_on(self._commit(d, given_up()))
+            except Exception:  # already out of line (its lease ran out): nothing to undo
                 pass
-            d.engine.keepalive(lease)
-            if first():
-                return True
+            raise
 
     async def campaign(self, d: NamedDict, name: bytes, candidate: bytes, value: bytes, ttl_s: float,
                        timeout: float) -> tuple[int, int]:
@@ -264,7 +285,8 @@ class DictService:
         lease = await self.grant(d, ttl_s)
         revision, leading, _ = (await self._commit(d, d.engine.campaign(name, candidate, value, lease))).value
         if not leading and not await self._wait_first(d, lease, ttl_s, timeout,
-                                                      lambda: d.engine.candidacy_standing(name, revision)[0]):
+                                                      lambda: d.engine.candidacy_standing(name, revision)[0],
+                                                      given_up=lambda: d.engine.revoke(lease)):
             await self._commit(d, d.engine.revoke(lease))
             raise exception.TimeoutError(f"did not win election {name.decode(errors='replace')!r} "
                                          f"within {timeout:g} s", code="election.timeout")

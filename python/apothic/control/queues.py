@@ -18,6 +18,7 @@ from typing import Any
 
 from apothic import _ids
 from apothic._bridge.queue import QueueEngine
+from apothic.control.decided import carried_through, carry_on
 from apothic.control.hub import Hub
 from apothic.control.plans import Answer, Plan, answered, json_answer
 from apothic.control.queue_events import RESTART_GAP, EventLog
@@ -161,14 +162,20 @@ class QueueService:
             q = NamedQueue(id=queue_id, account=account, name=name, max_deliveries=max_deliveries,
                            dead_letter=dead_letter, created_at=time.time(),
                            events=EventLog(self.hub, f"queue:{queue_id}"))
-            await self.store.create_queue(q.record())
-            self.queues[(account, name)] = q
+            await carried_through(self._created(q))
         return q
 
+    async def _created(self, q: NamedQueue) -> None:
+        await self.store.create_queue(q.record())
+        self.queues[(q.account, q.name)] = q
+
     async def delete(self, account: str, name: str) -> None:
-        q = self.find(account, name)
+        await carried_through(self._delete(self.find(account, name)))
+
+    async def _delete(self, q: NamedQueue) -> None:
         await self.store.delete_queue(q.id)
-        del self.queues[(account, name)]
+        if self.queues.get((q.account, q.name)) is q:
+            del self.queues[(q.account, q.name)]
         for part in q.partitions.values():
             part.wake(len(part.waiters))
 
@@ -211,9 +218,13 @@ class QueueService:
         while True:
             taken = self._take(q, part, partition, n, lease_s, consumer)
             if taken:
-                await self.store.count_deliveries({item.key: item.deliveries for _, item, _ in taken})
-                return self._claimed(q, partition, taken, consumer)
+                return await carried_through(self._claimed_durably(q, partition, taken, consumer))
             await self._wait_visible(q, part, deadline, timeout)
+
+    async def _claimed_durably(self, q: NamedQueue, partition: str, taken: list[tuple[int, Item, float]],
+                               consumer: str | None) -> list[tuple[int, Item, float]]:
+        await self.store.count_deliveries({item.key: item.deliveries for _, item, _ in taken})
+        return self._claimed(q, partition, taken, consumer)
 
     def plan_claim(self, q: NamedQueue, partition: str, *, n: int, lease_s: float, consumer: str | None,
                    answer: Callable[[list[tuple[int, Item, float]]], Answer]) -> Plan | None:
@@ -325,9 +336,12 @@ class QueueService:
         while True:
             items = self._pop_visible(q, part, n)
             if items:
-                await self.store.delete_items([i.key for i in items])
-                return self._taken(q, partition, items)
+                return await carried_through(self._taken_durably(q, partition, items))
             await self._wait_visible(q, part, deadline, timeout)
+
+    async def _taken_durably(self, q: NamedQueue, partition: str, items: list[Item]) -> list[Item]:
+        await self.store.delete_items([i.key for i in items])
+        return self._taken(q, partition, items)
 
     def plan_take(self, q: NamedQueue, partition: str, *, n: int,
                   answer: Callable[[list[Item]], Answer]) -> Plan | None:
@@ -364,7 +378,7 @@ class QueueService:
             part.items.pop(held.item_id, None)
             self._settle(q, claim_id, outcome)
             held.item.history.append(attempt)
-            await self._dead_letter(q, [held.item])
+            await carried_through(self._dead_letter(q, [held.item]))
             return "dead_letter"
         try:
             part.engine.release(held.engine_claim, int(delay_s * 1000))
@@ -382,7 +396,7 @@ class QueueService:
         """Dead-letters at once, whatever the count (Q12)."""
         held = self._remove_held(q, claim_id, "rejected")
         held.item.history.append(self._attempt(held, claim_id, "rejected", reason))
-        await self._dead_letter(q, [held.item])
+        await carried_through(self._dead_letter(q, [held.item]))
 
     # ---- expiry and dead letters -----------------------------------------------------
     def _expired(self, q: NamedQueue, part: Partition, expired: list[Any]) -> None:
@@ -406,7 +420,7 @@ class QueueService:
                 self.store.note_history_nowait(held.item.key, held.item.history)
                 part.wake()
         if dead:
-            asyncio.get_running_loop().create_task(self._dead_letter(q, dead))
+            carry_on(self._dead_letter(q, dead))
 
     async def _dead_letter(self, q: NamedQueue, items: list[Item]) -> None:
         if q.dead_letter is None:
@@ -441,10 +455,13 @@ class QueueService:
         target = self.find(q.account, target_name)
         items = [i for part in q.partitions.values() for i in self._pop_visible(q, part, 1 << 62)]
         if items:
-            await self._move(items, target, reset=True)
-            for item in items:
-                q.events.emit("redriven", item.key, DEFAULT_PARTITION, item.deliveries, to=target.name)
+            await carried_through(self._redriven(q, items, target))
         return len(items)
+
+    async def _redriven(self, q: NamedQueue, items: list[Item], target: NamedQueue) -> None:
+        await self._move(items, target, reset=True)
+        for item in items:
+            q.events.emit("redriven", item.key, DEFAULT_PARTITION, item.deliveries, to=target.name)
 
     def tick(self) -> None:
         for q in list(self.queues.values()):
@@ -467,6 +484,9 @@ class QueueService:
         return items[:limit]
 
     async def clear(self, q: NamedQueue, partition: str | None) -> None:
+        await carried_through(self._clear(q, partition))
+
+    async def _clear(self, q: NamedQueue, partition: str | None) -> None:
         await self.store.clear(q.id, partition)
         names = list(q.partitions) if partition is None else [partition]
         for name in names:

@@ -1,0 +1,45 @@
+"""Decisions that must take effect whether or not their caller is still there.
+
+A request served off the hot path (a long-polling claim, a CAS, a lock) may be cancelled at any
+await: its rpc session closed, or its HTTP client went away. Cancelled while it waits for an
+item or a lock, nothing is lost. Cancelled after the engine has decided, while the decision is
+on its way to the journal, the write still lands (it was queued), but what should follow it in
+memory would not: the watchers' event, a dead-lettered item's place in its new queue. So the
+part from the decision on runs as a task of its own that the caller's cancellation does not
+reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+log = logging.getLogger("apothic.control")
+
+T = TypeVar("T")
+
+
+async def carried_through(step: Coroutine[Any, Any, T]) -> T:
+    """Awaits `step`, which runs to its end even if this await is cancelled."""
+    task = asyncio.ensure_future(step)
+    task.add_done_callback(_report)
+    return await asyncio.shield(task)
+
+
+_carried: set[asyncio.Task[Any]] = set()  # the loop holds tasks weakly: these are held here
+
+
+def carry_on(step: Coroutine[Any, Any, Any]) -> None:
+    """Runs `step` in the background, to its end (its failure is logged)."""
+    task = asyncio.ensure_future(step)
+    _carried.add(task)
+    task.add_done_callback(_carried.discard)
+    task.add_done_callback(_report)
+
+
+def _report(task: asyncio.Task[Any]) -> None:
+    """Logs the failure of a step whose caller was cancelled (nobody else will see it)."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.debug("a decided step failed: %s", error)

@@ -1,0 +1,102 @@
+"""A request cancelled after its decision (its session closed while the write was on its way
+to the journal) still has every effect the decision promised: watchers hear of a dict change,
+and items moved between queues arrive."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from apothic.control import plans
+from apothic.control.dicts import DictService
+from apothic.control.hub import Hub
+from apothic.control.queues import QueueService
+from apothic.control.store.db import Database
+from apothic.control.store.dicts import DictStore
+from apothic.control.store.queues import QueueStore
+
+
+def _db(tmp_path: Path) -> Database:
+    return Database(f"surrealkv://{tmp_path / 'state'}", tmp_path / "journal.log")
+
+
+async def _cancel_at_its_write(db: Database, step: asyncio.Future[object] | asyncio.Task[object]) -> None:
+    """Lets `step` run to its journal write, then cancels it there."""
+    await asyncio.sleep(0)
+    assert not step.done()  # waiting for the write queued behind `db`'s pending one
+    step.cancel()
+    assert (await asyncio.gather(step, return_exceptions=True))[0].__class__ is asyncio.CancelledError
+
+
+def test_a_cancelled_cas_still_reaches_watchers_and_disk(tmp_path: Path) -> None:
+    async def run() -> tuple[dict, bool, bytes | None]:
+        db = _db(tmp_path)
+        await db.open()
+        hub = Hub()
+        svc = DictService(DictStore(db), hub)
+        await svc.restore()
+        d = await svc.ensure("ac-1", "d", create=True)
+        events = hub.subscribe(f"dict:{d.id}")
+        db.enqueue("RETURN NONE")  # a write already queued: the CAS's write waits behind it
+        await _cancel_at_its_write(db, asyncio.ensure_future(svc.cas(d, b"k", b"v", expected_version=0)))
+        event = await asyncio.wait_for(events.get(), 5)
+        settled = svc.is_settled(d)
+        await db.close()
+
+        again = Database(f"surrealkv://{tmp_path / 'state'}", tmp_path / "journal.log")
+        await again.open()
+        svc = DictService(DictStore(again), Hub())
+        await svc.restore()
+        entry = svc.find("ac-1", "d").engine.get(b"k")
+        await again.close()
+        return event, settled, None if entry is None else entry.value
+
+    event, settled, value = asyncio.run(run())
+    assert event["type"] == "put"
+    assert settled
+    assert value == b"v"
+
+
+def test_a_cancelled_redrive_still_moves_every_item(tmp_path: Path) -> None:
+    async def run() -> tuple[int, int]:
+        db = _db(tmp_path)
+        await db.open()
+        svc = QueueService(QueueStore(db), Hub())
+        await svc.restore()
+        dead = await svc.ensure("ac-1", "work.dlq", create=True)
+        work = await svc.ensure("ac-1", "work", create=True)
+        await plans.commit(db, [svc.plan_put(dead, "", [b"a", b"b", b"c"])])
+        db.enqueue("RETURN NONE")
+        await _cancel_at_its_write(db, asyncio.ensure_future(svc.redrive(dead, "work")))
+        for _ in range(100):  # the move finishes in the background
+            if svc.length(work, None) == 3:
+                break
+            await asyncio.sleep(0.01)
+        lengths = svc.length(work, None), svc.length(dead, None)
+        await db.close()
+        return lengths
+
+    assert asyncio.run(run()) == (3, 0)
+
+
+def test_a_cancelled_lock_waiter_leaves_the_line(tmp_path: Path) -> None:
+    """Cancelled while queued for a lock, a request leaves the line at once: the lock passes to
+    the next live waiter, not to a request nobody is there for (until its TTL ran out)."""
+    async def run() -> int:
+        db = _db(tmp_path)
+        await db.open()
+        svc = DictService(DictStore(db), Hub())
+        await svc.restore()
+        d = await svc.ensure("ac-1", "locks", create=True)
+        held_fence, _ = await svc.acquire(d, b"L", b"first", ttl_s=30, timeout=1)
+        gone = asyncio.ensure_future(svc.acquire(d, b"L", b"gone", ttl_s=30, timeout=30))
+        await asyncio.sleep(0.05)  # queued behind the holder
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+        await asyncio.sleep(0.05)  # its leaving is written in the background
+        await svc.release(d, b"L", held_fence)
+        fence, _ = await svc.acquire(d, b"L", b"next", ttl_s=30, timeout=1)
+        await db.close()
+        return fence
+
+    assert asyncio.run(run()) > 0  # without leaving, "next" waited 1 s behind "gone" and timed out
