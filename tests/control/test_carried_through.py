@@ -1,6 +1,6 @@
 """A request cancelled after its decision (its session closed while the write was on its way
 to the journal) still has every effect the decision promised: watchers hear of a dict change,
-and items moved between queues arrive."""
+items moved between queues arrive, a spawned call is queued to run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from pathlib import Path
 from apothic.control import plans
 from apothic.control.dicts import DictService
 from apothic.control.hub import Hub
+from apothic.control.model import FunctionSpec
 from apothic.control.queues import QueueService
+from apothic.control.scheduler import Scheduler
+from apothic.control.store import Store
 from apothic.control.store.db import Database
 from apothic.control.store.dicts import DictStore
 from apothic.control.store.queues import QueueStore
@@ -100,3 +103,23 @@ def test_a_cancelled_lock_waiter_leaves_the_line(tmp_path: Path) -> None:
         return fence
 
     assert asyncio.run(run()) > 0  # without leaving, "next" waited 1 s behind "gone" and timed out
+
+
+def test_a_call_cancelled_on_its_way_to_the_journal_is_queued_to_run(tmp_path: Path) -> None:
+    """A spawn whose caller went away while its record was being written still runs: the record
+    lands, and a call on record that only ran after a restart would surprise everyone."""
+    async def run() -> tuple[int, int]:
+        db = _db(tmp_path)
+        store = Store(db)
+        await store.open()
+        sched = Scheduler(store, Hub(), lease_ms=30_000)
+        spec = FunctionSpec(id="fu-1", app_id="ap-1", account="ac-1", name="f", module="m", qualname="f",
+                            bundle_hash="", options={})
+        await sched.register_app({"id": "ap-1", "account": "ac-1", "name": "a", "mode": "ephemeral"}, [spec])
+        db.enqueue("RETURN NONE")
+        await _cancel_at_its_write(db, asyncio.ensure_future(sched.submit("fu-1", "ac-1", [b"args"])))
+        queued = len(sched.jobs), len(sched.functions["fu-1"].queue)
+        await store.close()
+        return queued
+
+    assert asyncio.run(run()) == (1, 1)

@@ -164,13 +164,23 @@ class Scheduler:
                 "status": "queued", "attempts": 0, "args": payload, "created_at": now, "updated_at": now,
                 "events": [event],
             })
-        await self.store.create_jobs(records, durable=acknowledge)
+        try:
+            await self.store.create_jobs(records, durable=acknowledge)
+        except asyncio.CancelledError:
+            # The caller went away (its session closed) while the records were on their way to
+            # the journal. They will land, and a call on record must run, now rather than only
+            # after a restart. (Not a task per call, as control/decided.py: this is the hot path.)
+            self._enqueue(fn, jobs)
+            raise
+        self._enqueue(fn, jobs)
+        return [job.id for job in jobs]
+
+    def _enqueue(self, fn: FunctionRuntime, jobs: list[Job]) -> None:
         for job in jobs:
             self.jobs[job.id] = job
             job.item_id = fn.queue.put(job.id.encode())
             self.hub.publish(f"job:{job.id}", job.events[-1])
         self._pump(fn)
-        return [job.id for job in jobs]
 
     def _event(self, job: Job, kind: str, **detail: Any) -> dict[str, Any]:
         event = {
