@@ -23,10 +23,17 @@ def _db(tmp_path: Path) -> Database:
     return Database(f"surrealkv://{tmp_path / 'state'}", tmp_path / "journal.log")
 
 
+def _occupy_the_journal(db: Database) -> None:
+    """Queues two writes: the writer takes them as one batch to its sync thread and awaits it,
+    so a write made next waits in line (never written through in place, without a pause)."""
+    db.enqueue("RETURN NONE")
+    db.enqueue("RETURN NONE")
+
+
 async def _cancel_at_its_write(db: Database, step: asyncio.Future[object] | asyncio.Task[object]) -> None:
     """Lets `step` run to its journal write, then cancels it there."""
     await asyncio.sleep(0)
-    assert not step.done()  # waiting for the write queued behind `db`'s pending one
+    assert not step.done()  # waiting for its write, in line behind _occupy_the_journal's
     step.cancel()
     assert (await asyncio.gather(step, return_exceptions=True))[0].__class__ is asyncio.CancelledError
 
@@ -40,7 +47,7 @@ def test_a_cancelled_cas_still_reaches_watchers_and_disk(tmp_path: Path) -> None
         await svc.restore()
         d = await svc.ensure("ac-1", "d", create=True)
         events = hub.subscribe(f"dict:{d.id}")
-        db.enqueue("RETURN NONE")  # a write already queued: the CAS's write waits behind it
+        _occupy_the_journal(db)
         await _cancel_at_its_write(db, asyncio.ensure_future(svc.cas(d, b"k", b"v", expected_version=0)))
         event = await asyncio.wait_for(events.get(), 5)
         settled = svc.is_settled(d)
@@ -69,7 +76,7 @@ def test_a_cancelled_redrive_still_moves_every_item(tmp_path: Path) -> None:
         dead = await svc.ensure("ac-1", "work.dlq", create=True)
         work = await svc.ensure("ac-1", "work", create=True)
         await plans.commit(db, [svc.plan_put(dead, "", [b"a", b"b", b"c"])])
-        db.enqueue("RETURN NONE")
+        _occupy_the_journal(db)
         await _cancel_at_its_write(db, asyncio.ensure_future(svc.redrive(dead, "work")))
         for _ in range(100):  # the move finishes in the background
             if svc.length(work, None) == 3:
@@ -116,7 +123,7 @@ def test_a_call_cancelled_on_its_way_to_the_journal_is_queued_to_run(tmp_path: P
         spec = FunctionSpec(id="fu-1", app_id="ap-1", account="ac-1", name="f", module="m", qualname="f",
                             bundle_hash="", options={})
         await sched.register_app({"id": "ap-1", "account": "ac-1", "name": "a", "mode": "ephemeral"}, [spec])
-        db.enqueue("RETURN NONE")
+        _occupy_the_journal(db)
         await _cancel_at_its_write(db, asyncio.ensure_future(sched.submit("fu-1", "ac-1", [b"args"])))
         queued = len(sched.jobs), len(sched.functions["fu-1"].queue)
         await store.close()
