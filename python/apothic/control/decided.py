@@ -24,8 +24,11 @@ T = TypeVar("T")
 async def carried_through(step: Coroutine[Any, Any, T]) -> T:
     """Awaits `step`, which runs to its end even if this await is cancelled."""
     task = asyncio.ensure_future(step)
-    task.add_done_callback(_report)
-    return await asyncio.shield(task)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        _hold(task)  # the caller is gone: the step goes on alone
+        raise
 
 
 _carried: set[asyncio.Task[Any]] = set()  # the loop holds tasks weakly: these are held here
@@ -33,13 +36,16 @@ _carried: set[asyncio.Task[Any]] = set()  # the loop holds tasks weakly: these a
 
 def carry_on(step: Coroutine[Any, Any, Any]) -> None:
     """Runs `step` in the background, to its end (its failure is logged)."""
-    task = asyncio.ensure_future(step)
+    _hold(asyncio.ensure_future(step))
+
+
+def _hold(task: asyncio.Task[Any]) -> None:
     _carried.add(task)
     task.add_done_callback(_carried.discard)
     task.add_done_callback(_report)
 
 
 def _report(task: asyncio.Task[Any]) -> None:
-    """Logs the failure of a step whose caller was cancelled (nobody else will see it)."""
+    """Logs the failure of a step nobody awaits any more (nobody else would see it)."""
     if not task.cancelled() and (error := task.exception()) is not None:
-        log.debug("a decided step failed: %s", error)
+        log.warning("a decided step failed after its caller went away", exc_info=error)
