@@ -125,6 +125,10 @@ def test_a_call_cancelled_on_its_way_to_the_journal_is_queued_to_run(tmp_path: P
         await sched.register_app({"id": "ap-1", "account": "ac-1", "name": "a", "mode": "ephemeral"}, [spec])
         _occupy_the_journal(db)
         await _cancel_at_its_write(db, asyncio.ensure_future(sched.submit("fu-1", "ac-1", [b"args"])))
+        for _ in range(100):  # queued once its record is in the journal
+            if sched.jobs:
+                break
+            await asyncio.sleep(0.01)
         queued = len(sched.jobs), len(sched.functions["fu-1"].queue)
         await store.close()
         return queued

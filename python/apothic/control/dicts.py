@@ -17,7 +17,7 @@ from typing import Any
 
 from apothic import _ids, exception
 from apothic._bridge.dict import DictEngine, Entry, Mutation
-from apothic.control.decided import carried_through, carry_on
+from apothic.control.decided import carried_through, carry_on, finish_when_durable
 from apothic.control.hub import Hub
 from apothic.control.plans import Answer, Plan, json_answer
 from apothic.control.store.dicts import DictStore
@@ -132,19 +132,20 @@ class DictService:
 
     # ---- durability --------------------------------------------------------------------
     async def _commit(self, d: NamedDict, m: Mutation) -> Mutation:
-        """Makes a mutation durable before anyone hears of it; carried through if the caller is
-        cancelled meanwhile (decided.py), so that watchers still hear of it."""
+        """Makes a mutation durable before anyone hears of it. A caller cancelled meanwhile
+        (decided.py) leaves the settling to when the journal has the write, so that readers
+        and watchers still hear of it."""
         if m.changes:
-            await carried_through(self._persist(d, m))
+            try:
+                await self.store.persist(d.id, m.revision, m.changes)
+            except asyncio.CancelledError:
+                finish_when_durable(self.store.db, lambda durable: self._settle(d, m, durable=durable))
+                raise
+            except BaseException:
+                self._settle(d, m, durable=False)
+                raise
+            self._settle(d, m, durable=True)
         return m
-
-    async def _persist(self, d: NamedDict, m: Mutation) -> None:
-        try:
-            await self.store.persist(d.id, m.revision, m.changes)
-        except BaseException:
-            self._settle(d, m, durable=False)
-            raise
-        self._settle(d, m, durable=True)
 
     def plan(self, d: NamedDict, m: Mutation, answer: Callable[[], Any]) -> Plan:
         """A decided mutation as a plan (see plans.py): its rows, then what _commit does after."""

@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from apothic import _ids
+from apothic.control.decided import finish_when_durable
 from apothic.control.hub import Hub
 from apothic.control.instances import Instances
 from apothic.control.model import (
@@ -168,9 +169,8 @@ class Scheduler:
             await self.store.create_jobs(records, durable=acknowledge)
         except asyncio.CancelledError:
             # The caller went away (its session closed) while the records were on their way to
-            # the journal. They will land, and a call on record must run, now rather than only
-            # after a restart. (Not a task per call, as control/decided.py: this is the hot path.)
-            self._enqueue(fn, jobs)
+            # the journal. A call on record must run once they land, not only after a restart.
+            finish_when_durable(self.store.db, lambda durable: self._enqueue(fn, jobs) if durable else None)
             raise
         self._enqueue(fn, jobs)
         return [job.id for job in jobs]

@@ -33,6 +33,7 @@ from yarl import URL
 
 from apothic import _wire
 from apothic.control import keys, plans
+from apothic.control.decided import carry_on
 from apothic.control.middlewares import PRINCIPAL
 from apothic.control.plans import Answer, Plan
 from apothic.exception import Error
@@ -253,7 +254,6 @@ async def rpc_session(request: web.Request) -> web.StreamResponse:
     outbox: list[bytes] = []
     ready = asyncio.Event()
     tasks: set[asyncio.Task[None]] = set()
-    finishing: set[asyncio.Task[None]] = set()
 
     async def writer() -> None:
         while True:
@@ -285,9 +285,7 @@ async def rpc_session(request: web.Request) -> web.StreamResponse:
             durable = plans.start(request.app[keys.STORE].db, [plan for _, plan in decided])
             # Not cancelled with the session: rows on their way to the journal must take effect
             # (a queue item made visible, watchers told) whether or not anyone hears the answer.
-            task = asyncio.create_task(finish_plans(durable, decided))
-            finishing.add(task)
-            task.add_done_callback(finishing.discard)
+            carry_on(finish_plans(durable, decided))
 
     write_task = asyncio.create_task(writer())
     try:
