@@ -60,3 +60,14 @@ def test_ulids_carry_the_time_and_sort_by_it() -> None:
                                                  "0123456789abcdefghijklmnopqrstuv")), 32)
         assert value < 1 << 128
         assert abs((value >> 80) - time.time() * 1000) < 60_000  # the first 48 bits: milliseconds
+
+
+def test_ulids_made_within_one_millisecond_sort_in_the_order_made() -> None:
+    import base64
+
+    ids = [_ids.new_id("queue_item") for _ in range(20_000)]  # many share a millisecond
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    # The lookup-table encoder writes what base32 with Crockford's alphabet would.
+    value = (_ids._last_ms << 80) | _ids._random
+    crockford = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+    assert ids[-1] == "qi-" + base64.b32encode(value.to_bytes(20, "big"))[6:].translate(crockford).decode()
