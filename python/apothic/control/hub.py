@@ -21,6 +21,10 @@ class Hub:
         self.revision += 1
         return self.revision
 
+    def watched(self, topic: str) -> bool:
+        """Whether a live stream follows the topic (else a publisher may skip making its event)."""
+        return topic in self._subscribers
+
     def publish(self, topic: str, message: dict[str, Any]) -> None:
         for q in self._subscribers.get(topic, ()):
             q.put_nowait(message)
