@@ -89,8 +89,8 @@ class Client:
         self._pending[request_id] = future
         query = {k: str(v) for k, v in (params or {}).items()} if params else {}
         try:
-            frame = _wire.pack({"id": request_id, "method": method, "path": path, "query": query}, body)
-            self._outbox.append(len(frame).to_bytes(4, "big") + frame)
+            self._outbox.append(_wire.pack_joinable({"id": request_id, "method": method, "path": path,
+                                                     "query": query}, body))
             if self._outbox_ready is not None:
                 self._outbox_ready.set()
             header, payload = await future
@@ -148,8 +148,8 @@ class Client:
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.BINARY:
                     continue
-                for frame in _wire.split_frames(msg.data) if ws.protocol == _BATCHED else [msg.data]:
-                    header, payload = _wire.unpack(frame)
+                answers = _wire.unpack_frames(msg.data) if ws.protocol == _BATCHED else [_wire.unpack(msg.data)]
+                for header, payload in answers:
                     future = self._pending.get(header.get("id"))
                     if future is not None and not future.done():
                         future.set_result((header, payload))

@@ -6,14 +6,25 @@ control plane never unpickles): `u32 header length | orjson header | payload`.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import orjson
+
+_U32 = struct.Struct(">I").unpack_from
+_TWO_U32 = struct.Struct(">II").pack
 
 
 def pack(header: dict[str, Any], payload: bytes = b"") -> bytes:
     head = orjson.dumps(header)
     return len(head).to_bytes(4, "big") + head + payload
+
+
+def pack_joinable(header: dict[str, Any], payload: bytes = b"") -> bytes:
+    """`pack`'s frame behind its u32 length: what `join_frames` would make of it, so that a
+    message of many is one `b"".join`."""
+    head = orjson.dumps(header)
+    return _TWO_U32(4 + len(head) + len(payload), len(head)) + head + payload
 
 
 def join_frames(frames: list[bytes]) -> bytes:
@@ -30,6 +41,20 @@ def split_frames(message: bytes) -> list[bytes]:
         frames.append(bytes(view[offset + 4 : offset + 4 + size]))
         offset += 4 + size
     return frames
+
+
+def unpack_frames(message: bytes) -> list[tuple[dict[str, Any], bytes]]:
+    """`unpack` of each frame of a `join_frames` message, in one pass with no copy of each frame
+    (half the cost of split_frames then unpack, which showed on both ends of the rpc socket)."""
+    out = []
+    offset, end = 0, len(message)
+    while offset + 8 <= end:
+        (size,) = _U32(message, offset)
+        (head,) = _U32(message, offset + 4)
+        start = offset + 8
+        out.append((orjson.loads(message[start : start + head]), message[start + head : offset + 4 + size]))
+        offset += 4 + size
+    return out
 
 
 def unpack(frame: bytes) -> tuple[dict[str, Any], bytes]:

@@ -206,12 +206,12 @@ def _plan(app: web.Application, principal: Any, header: dict[str, Any], body: by
 def _answer(request_id: Any, outcome: Answer | BaseException) -> bytes:
     if isinstance(outcome, tuple):
         body, content_type = outcome
-        return _wire.pack({"id": request_id, "status": 200, "content_type": content_type}, body)
+        return _wire.pack_joinable({"id": request_id, "status": 200, "content_type": content_type}, body)
     if isinstance(outcome, Error):
         status, payload = _error(outcome.code, outcome.message, outcome.http_status)
     else:
         status, payload = _error("internal", "internal error; see the server log", 500)
-    return _wire.pack({"id": request_id, "status": status, "content_type": "application/json"}, payload)
+    return _wire.pack_joinable({"id": request_id, "status": status, "content_type": "application/json"}, payload)
 
 
 def _error(code: str, message: str, status: int) -> tuple[int, bytes]:
@@ -242,7 +242,7 @@ async def _serve(app: web.Application, principal: Any, header: dict[str, Any], b
     except Exception:
         log.exception("unhandled error in rpc %s %s", header.get("method"), header.get("path"))
         status, payload = _error("internal", "internal error; see the server log", 500)
-    return _wire.pack({"id": header.get("id"), "status": status, "content_type": content_type}, payload)
+    return _wire.pack_joinable({"id": header.get("id"), "status": status, "content_type": content_type}, payload)
 
 
 @routes.get("/v1/rpc")
@@ -262,10 +262,10 @@ async def rpc_session(request: web.Request) -> web.StreamResponse:
             answers = outbox[:]
             outbox.clear()
             if batched:
-                await ws.send_bytes(_wire.join_frames(answers))
+                await ws.send_bytes(b"".join(answers))
             else:
                 for answer in answers:
-                    await ws.send_bytes(answer)
+                    await ws.send_bytes(answer[4:])  # answers are joinable frames: drop the length
 
     async def serve(header: dict[str, Any], body: bytes) -> None:
         outbox.append(await _serve(request.app, principal, header, body))
@@ -293,8 +293,8 @@ async def rpc_session(request: web.Request) -> web.StreamResponse:
             if msg.type != WSMsgType.BINARY:
                 continue
             decided: list[tuple[Any, Plan]] = []
-            for i, frame in enumerate(_wire.split_frames(msg.data) if batched else [msg.data], 1):
-                header, body = _wire.unpack(frame)
+            frames = _wire.unpack_frames(msg.data) if batched else [_wire.unpack(msg.data)]
+            for i, (header, body) in enumerate(frames, 1):
                 plan = _plan(request.app, principal, header, body)
                 if isinstance(plan, Plan):
                     decided.append((header.get("id"), plan))
