@@ -161,3 +161,43 @@ def test_the_checkpoint_folds_rewrites_over_its_lag_and_starts_early_on_a_backlo
             await db.close()
 
     assert asyncio.run(run()) == 49
+
+
+def test_plans_journal_in_place_only_when_the_writer_is_idle_and_fail_whole_when_it_refuses(
+        tmp_path: Path, monkeypatch) -> None:
+    from apothic.control import plans
+    from apothic.control.plans import Plan
+
+    def plan(row: str, seen: list[str]) -> Plan:
+        return Plan([("insert", "item", row, {"id": row})], lambda: (seen.append(row), (b"ok", "text/plain"))[1],
+                    failed=lambda: seen.append(f"failed {row}"))
+
+    async def run() -> tuple[list[Any], list[Any], list[str], dict[str, dict[str, Any]]]:
+        db = _db(tmp_path)
+        await db.open()
+        try:
+            seen: list[str] = []
+            await asyncio.sleep(0.01)  # the writer waits for work
+            in_place = plans.start_in_place(db, [plan("a", seen)])  # durable on return
+            # A write queued and not yet taken: the next batch must queue behind it, not pass it.
+            queued = db.enqueue("UPDATE item SET seen = true RETURN NONE")
+            behind = plans.start_in_place(db, [plan("b", seen)])
+            await queued
+            await plans.commit(db, [plan("b", seen)])
+
+            def refuse(self: Journal, frames: list[bytes]) -> None:
+                raise OSError("disk on fire")
+
+            monkeypatch.setattr(Journal, "append", refuse)
+            await asyncio.sleep(0.01)
+            refused = plans.start_in_place(db, [plan("c", seen), plan("d", seen)])
+            monkeypatch.undo()
+            return [in_place, behind], refused or [], seen, await _rows(db)
+        finally:
+            await db.close()
+
+    (in_place, behind), refused, seen, rows = asyncio.run(run())
+    assert in_place == [(b"ok", "text/plain")] and behind is None
+    assert [type(e).__name__ for e in refused] == ["StoreError", "StoreError"]
+    assert seen == ["a", "b", "failed c", "failed d"]
+    assert rows == {"a": {"seen": True}, "b": {}}  # "a" before the queued UPDATE, "b" after it

@@ -8,7 +8,8 @@ without waiting (a claim on an empty queue, a read of a change not yet durable);
 `slow` coroutine then serves the request as any other (routes/_planned.py).
 
 Over HTTP a plan is committed alone. Over the rpc websocket (routes/rpc.py) the planned frames
-of a message are decided in turn, and the rows of every 16 go to the journal as one write: a
+of a message are decided in turn, and the rows of every 16 go to the journal as one write, in
+place when the journal writer is idle (`start_in_place`), else queued for it (`start`): a
 task, a future, a store write and a response object per request had cost the control plane
 more than the decisions and the durability together. Measured here with 32 clients writing
 dict keys (a prototype, scratch runs in one sitting), the server's main thread went from 133
@@ -61,6 +62,19 @@ def start(db: Database, plans: list[Plan]) -> asyncio.Future[None] | None:
     return db.enqueue(ROWS, {"ops": ops}) if ops else None
 
 
+def start_in_place(db: Database, plans: list[Plan]) -> list[Answer | BaseException] | None:
+    """The plans' outcomes when their rows could be journaled in place, now (the write loop idle):
+    no future, no task, no loop turn between the decision and its answer. None when they must be
+    queued with `start` instead."""
+    ops = [op for plan in plans for op in plan.ops]
+    try:
+        if ops and not db.write_now(ROWS, {"ops": ops}):
+            return None
+    except Exception as e:  # a failing disk: nothing of this batch was acknowledged
+        return settle(plans, e)
+    return settle(plans, None)
+
+
 async def finish(durable: asyncio.Future[None] | None, plans: list[Plan]) -> list[Answer | BaseException]:
     """Once the rows are durable, finishes each plan in order: its answer, or the error its
     request gets."""
@@ -70,6 +84,11 @@ async def finish(durable: asyncio.Future[None] | None, plans: list[Plan]) -> lis
             await durable
         except Exception as e:  # a failing disk: nothing of this batch was acknowledged
             error = e
+    return settle(plans, error)
+
+
+def settle(plans: list[Plan], error: BaseException | None) -> list[Answer | BaseException]:
+    """Each plan's answer, or the error its request gets (`error`: the write failed)."""
     outcomes: list[Answer | BaseException] = []
     for plan in plans:
         try:

@@ -14,8 +14,9 @@ request before that. Without it (an older client), one frame per message as befo
 
 Frames of a planned route (control/plans.py: the hot Queue and Dict calls) are decided in the
 reading loop itself, with no task of their own, and the rows of every 16 of them go to the
-journal as one write; they are answered once it is durable. The same plan function serves the
-route over HTTP.
+journal as one write; they are answered once it is durable: there and then when the journal
+writer is idle (the write is made in place), else when the writer has it. The same plan function
+serves the route over HTTP.
 """
 
 from __future__ import annotations
@@ -271,17 +272,24 @@ async def rpc_session(request: web.Request) -> web.StreamResponse:
         outbox.append(await _serve(request.app, principal, header, body))
         ready.set()
 
-    async def finish_plans(durable: asyncio.Future[None] | None, decided: list[tuple[Any, Plan]]) -> None:
-        outcomes = await plans.finish(durable, [plan for _, plan in decided])
+    def answer_plans(decided: list[tuple[Any, Plan]], outcomes: list[Answer | BaseException]) -> None:
         for (request_id, _), outcome in zip(decided, outcomes, strict=True):
             if isinstance(outcome, BaseException) and not isinstance(outcome, Error):
                 log.error("unhandled error finishing rpc %s", request_id, exc_info=outcome)
             outbox.append(_answer(request_id, outcome))
         ready.set()
 
+    async def finish_plans(durable: asyncio.Future[None] | None, decided: list[tuple[Any, Plan]]) -> None:
+        answer_plans(decided, await plans.finish(durable, [plan for _, plan in decided]))
+
     def commit_plans(decided: list[tuple[Any, Plan]]) -> None:
-        """Journals the decided frames' rows as one write, now; answers them once durable."""
+        """Journals the decided frames' rows as one write, now; answers them once durable: at once
+        when the journal writer was idle and took them in place (plans.start_in_place)."""
         if decided:
+            outcomes = plans.start_in_place(request.app[keys.STORE].db, [plan for _, plan in decided])
+            if outcomes is not None:
+                answer_plans(decided, outcomes)
+                return
             durable = plans.start(request.app[keys.STORE].db, [plan for _, plan in decided])
             # Not cancelled with the session: rows on their way to the journal must take effect
             # (a queue item made visible, watchers told) whether or not anyone hears the answer.

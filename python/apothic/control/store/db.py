@@ -204,11 +204,24 @@ class Database:
 
     async def write(self, sql: str, variables: dict[str, Any] | None = None) -> None:
         """Makes a mutation durable; returns once it is synced to the journal."""
-        if self._loop_idle and self._pending.empty() and self._sync_s < _INLINE_SYNC_S \
-                and time.perf_counter() - self._appended_at >= _WRITE_THROUGH_GAP_S:
-            self._write_through(_Write(sql, variables or {}))
-        else:
+        if time.perf_counter() - self._appended_at < _WRITE_THROUGH_GAP_S \
+                or not self.write_now(sql, variables or {}):
             await self.enqueue(sql, variables)
+
+    def write_now(self, sql: str, variables: dict[str, Any]) -> bool:
+        """Journals a write in place when the write loop is idle and the journal fast (see
+        _write_through), returning True once it is durable; False, having done nothing, when it
+        must be queued instead. StoreError when the journal refused it: nothing was acknowledged.
+
+        The rpc session journals each batch of decided frames this way when it can (plans.
+        start_in_place): with 32 clients, dict writes/s rose in three alternated pairs of 8 s
+        runs (10,884-13,348 -> 13,078-14,787), CAS/s on private keys in two of three
+        (7,094-9,334 -> 8,276-9,992), and queue cycles/s were unchanged (4,571-6,435 against
+        4,987-5,914 in six pairs)."""
+        if not (self._loop_idle and self._pending.empty() and self._sync_s < _INLINE_SYNC_S):
+            return False
+        self._write_through(_Write(sql, variables))
+        return True
 
     def _write_through(self, write: _Write) -> None:
         """Journals a write, with the unawaited ones queued before it, in place: the write loop
