@@ -1,8 +1,8 @@
 """Queue and Dict benchmark. Queue: put -> claim -> ack cycles through the SDK (1 and 32
 concurrent clients), and the Rust engine alone (in-process, and through the Python binding
 against a pure-Python claim/ack loop as the peer). Dict: writes/s and point reads/s (1 and 32
-clients), CAS/s with and without contention, watch event latency. Writes
-bench/results/coordination.json.
+clients), CAS/s with and without contention, watch event latency. Also the machine's synced
+append latency (disk_sync), which the SDK figures follow. Writes bench/results/coordination.json.
 
 Run: .venv/bin/python bench/coordination_bench.py   (make bench runs it)
 """
@@ -174,6 +174,32 @@ def binding_vs_python(n: int) -> dict[str, Any]:
             "ratio": round(rust / python, 2)}
 
 
+def disk_sync(home: Path, n: int = 500) -> dict[str, Any]:
+    """The machine's synced-append latency, as the journal appends (4 KiB, O_DSYNC, into a zeroed
+    file next to the store): every durable request waits for one such append, shared by its batch.
+    Here it moves with the host's load, and the SDK figures move with it; the engine figure
+    tracks the CPU only."""
+    path = home / "disk-probe.log"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.pwrite(fd, bytes(n * 4096), 0)
+        os.fsync(fd)
+        append_fd = os.open(path, os.O_WRONLY | os.O_DSYNC)
+        try:
+            block, took = os.urandom(4096), []
+            for i in range(n):
+                start = time.perf_counter()
+                os.pwrite(append_fd, block, i * 4096)
+                took.append(time.perf_counter() - start)
+        finally:
+            os.close(append_fd)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    took.sort()
+    return {"appends": n, "p50_us": round(took[n // 2] * 1e6), "p99_us": round(took[int(n * 0.99)] * 1e6)}
+
+
 def engine_alone() -> dict[str, Any]:
     out = subprocess.run(["cargo", "run", "--release", "-q", "-p", "apothic-queue", "--example", "throughput"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=True)
@@ -202,6 +228,7 @@ def main() -> int:
         subprocess.run([*APOTHIC, "server", "stop"], capture_output=True, timeout=60)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    result["disk_sync"] = disk_sync(home)
     result["binding"] = binding_vs_python(500_000)
     result["engine_alone"] = engine_alone()
     out = BENCH_DIR / "results" / "coordination.json"
