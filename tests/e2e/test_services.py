@@ -184,10 +184,15 @@ def test_many_requests_in_flight_each_get_their_own_answer(running) -> None:
 
 
 def test_batches_round_trip() -> None:
-    from apothic._wire import join_frames, split_frames
+    from apothic._wire import join_frames, pack, pack_joinable, split_frames, unpack_frames
 
     frames = [b"", b"a", bytes(range(256)) * 300]
     assert split_frames(join_frames(frames)) == frames
+    # The one-pass forms read and write the same bytes as the frame-by-frame ones.
+    entries = [({"id": 1}, b""), ({"id": 2, "t": "x"}, b"payload"), ({}, bytes(range(256)) * 300)]
+    message = b"".join([pack_joinable(header, payload) for header, payload in entries])
+    assert message == join_frames([pack(header, payload) for header, payload in entries])
+    assert unpack_frames(message) == entries
 
 
 def test_concurrent_requests_overlap_in_one_container(running) -> None:

@@ -571,8 +571,8 @@ async def _read_frames(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
             header, payload = _wire.unpack(buffer[4 : 4 + size])
             buffer = buffer[4 + size :]
             if header["t"] == web_relay.BATCH:
-                for frame in _wire.split_frames(payload):
-                    runtime.handle(*_wire.unpack(frame))
+                for frame_header, frame_payload in _wire.unpack_frames(payload):
+                    runtime.handle(frame_header, frame_payload)
             elif header["t"] == "run":
                 runtime.refuse_call(header)
             else:
